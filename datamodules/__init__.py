@@ -1,0 +1,1 @@
+"""LightningDataModules for sparsevision, and the readers and synthetic generators behind them."""

@@ -1,0 +1,149 @@
+"""The ``sparsevision`` command: LightningCLI for training plus the sparse-label tools.
+
+``fit | validate | test | predict`` are LightningCLI subcommands (models and datamodules chosen by
+``class_path`` in YAML). ``sparsify | convert | selftrain | demo | benchmark | visualize`` are
+dispatched to ``vision.commands.<name>.main(argv)``; each module owns its own argument parser.
+
+Run layout (CONVENTIONS.md): ``outputs/runs/<config-stem>/`` holds ``checkpoints/`` (with
+``last.ckpt``), ``tensorboard/version_N/`` and ``csv/version_N/metrics.csv``. ``validate``, ``test``
+and ``predict`` default to that run's ``last.ckpt`` when no ``--ckpt_path`` is given.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+LIGHTNING_SUBCOMMANDS = {
+    "fit": "train a model (LightningCLI)",
+    "validate": "score a checkpoint on the validation split (LightningCLI)",
+    "test": "score a checkpoint on the test split against full labels (LightningCLI)",
+    "predict": "predict and write results back in the input's format (LightningCLI)",
+}
+
+#: Tool subcommands and the module implementing each (``main(argv) -> int``).
+TOOL_SUBCOMMANDS = {
+    "sparsify": "make a seeded weak-label file from a dataset's full labels",
+    "convert": "convert datasets between on-disk formats",
+    "selftrain": "self-training rounds: predict, keep confident labels, retrain",
+    "demo": "train sparse vs full labels on built-in synthetic data and write a report",
+    "benchmark": "run the label-efficiency and throughput benchmarks",
+    "visualize": "render labels and predictions as PNG pictures",
+}
+
+DEFAULT_RUNS_ROOT = Path("outputs") / "runs"
+
+
+def _usage() -> str:
+    lines = ["usage: sparsevision <subcommand> [options]", "",
+             "Train vision models from sparse labels.", "", "training (LightningCLI; see `sparsevision fit --help`):"]
+    lines += [f"  {name:<10} {text}" for name, text in LIGHTNING_SUBCOMMANDS.items()]
+    lines += ["", "tools (see `sparsevision <tool> --help`):"]
+    lines += [f"  {name:<10} {text}" for name, text in TOOL_SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def run_dir_for(config_paths: Sequence[os.PathLike] | None, run_dir: Optional[str] = None) -> Path:
+    """Where a run writes: ``run_dir`` if given, else ``outputs/runs/<stem of the last --config>``."""
+    if run_dir:
+        return Path(run_dir)
+    stems = [Path(os.fspath(getattr(p, "relative", p))).stem for p in (config_paths or [])]
+    return DEFAULT_RUNS_ROOT / (stems[-1] if stems else "default")
+
+
+def _lightning_cli_class():
+    from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+    from lightning.pytorch.cli import LightningCLI
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    class SparseVisionCLI(LightningCLI):
+        """LightningCLI with the project's run folder, loggers, checkpoints and progress bar."""
+
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.add_argument("--run_dir", type=Optional[str], default=None,
+                                help="Run folder (default: outputs/runs/<config-stem>/).")
+
+        def _run_dir(self) -> Path:
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            return run_dir_for(config.get("config"), config.get("run_dir"))
+
+        def before_instantiate_classes(self) -> None:
+            if self.subcommand in ("validate", "test", "predict"):
+                config = self.config[self.subcommand]
+                last = self._run_dir() / "checkpoints" / "last.ckpt"
+                if config.get("ckpt_path") is None and last.is_file():
+                    print(f"sparsevision: using checkpoint {last}", file=sys.stderr)
+                    config["ckpt_path"] = str(last)
+
+        def instantiate_trainer(self, **kwargs):
+            run_dir = self._run_dir()
+            trainer_config = self._get(self.config_init, "trainer", default={})
+            if trainer_config.get("default_root_dir") is None:
+                kwargs["default_root_dir"] = str(run_dir)
+            if trainer_config.get("logger") in (None, True):
+                kwargs["logger"] = [TensorBoardLogger(str(run_dir), name="tensorboard"),
+                                    CSVLogger(str(run_dir), name="csv")]
+            callbacks = list(trainer_config.get("callbacks") or [])
+            if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+                callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True))
+            wants_bar = trainer_config.get("enable_progress_bar") in (None, True)
+            if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
+                callbacks.append(RichProgressBar(leave=True))
+            kwargs["callbacks"] = callbacks
+            return super().instantiate_trainer(**kwargs)
+
+    return SparseVisionCLI
+
+
+def run_lightning(argv: Sequence[str]) -> int:
+    """Run a LightningCLI subcommand (``fit``, ``validate``, ``test``, ``predict``)."""
+    import warnings
+
+    # args are always given explicitly (tools/*.py prepend the subcommand); the warning is noise
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    cli_class = _lightning_cli_class()
+    cli_class(
+        model_class=None,
+        datamodule_class=None,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        args=list(argv),
+        auto_configure_optimizers=True,
+    )
+    return 0
+
+
+def run_tool(name: str, argv: Sequence[str]) -> int:
+    """Dispatch a tool subcommand to ``vision.commands.<name>.main``."""
+    module_name = f"vision.commands.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        print(f"sparsevision {name}: not available yet (no {module_name} module in this version)", file=sys.stderr)
+        return 2
+    return int(module.main(list(argv)) or 0)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name in TOOL_SUBCOMMANDS:
+        return run_tool(name, rest)
+    if name in LIGHTNING_SUBCOMMANDS:
+        return run_lightning(argv)
+    print(f"sparsevision: unknown subcommand {name!r}\n\n{_usage()}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Tool subcommands of the sparsevision CLI: each module has main(argv) -> int."""
