@@ -1,0 +1,37 @@
+"""The sparse-label engine's training strategies, as reusable pieces.
+
+- :class:`EMATeacher` - mean teacher (Tarvainen & Valpola 2017).
+- :class:`DualStudent` - two students with cross pseudo-labels and feature distillation (EV-WSSS,
+  Jeong et al. 2024).
+- :func:`select_confident_per_class` and the precision helpers - pseudo-label selection for offline
+  self-training (SQN-style top fraction, per class).
+- :class:`PseudoLabelWriter` / :func:`load_predictions` - distributed prediction for self-training rounds.
+"""
+
+from vision.engine.dual_student import DualStudent, confident_targets
+from vision.engine.ema_teacher import EMATeacher
+from vision.engine.pseudo_selection import (
+    pseudo_label_precision,
+    pseudo_label_precision_per_class,
+    select_confident_per_class,
+)
+
+__all__ = [
+    "DualStudent",
+    "EMATeacher",
+    "PseudoLabelWriter",
+    "confident_targets",
+    "load_predictions",
+    "pseudo_label_precision",
+    "pseudo_label_precision_per_class",
+    "select_confident_per_class",
+]
+
+
+def __getattr__(name: str):
+    # the writer imports lightning (seconds to load); only pay for it when it is used
+    if name in ("PseudoLabelWriter", "load_predictions"):
+        from vision.engine import prediction_writer
+
+        return getattr(prediction_writer, name)
+    raise AttributeError(f"module 'vision.engine' has no attribute {name!r}")
