@@ -44,3 +44,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                 ran += 1
     terminalreporter.write_line(f"real-data tests: {ran} ran, {skipped} skipped "
                                 f"(data root: {shared_data_root()})")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tests use one torch thread: on a shared 2-core machine, more threads mostly spin-wait."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -118,6 +118,21 @@ def run_lightning(argv: Sequence[str]) -> int:
     return 0
 
 
+def build_cli(argv: Sequence[str]):
+    """Instantiate model, datamodule and trainer from config arguments without running anything.
+
+    ``argv`` are the options of a ``fit`` call (``--config X.yaml --data.init_args.batch_size 2``); the
+    returned LightningCLI has ``.model``, ``.datamodule`` and ``.trainer``, for tools such as
+    ``selftrain`` that chain several Lightning calls.
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    cli_class = _lightning_cli_class()
+    return cli_class(model_class=None, datamodule_class=None, subclass_mode_model=True, subclass_mode_data=True,
+                     seed_everything_default=0, args=list(argv), run=False)
+
+
 def run_tool(name: str, argv: Sequence[str]) -> int:
     """Dispatch a tool subcommand to ``vision.commands.<name>.main``."""
     module_name = f"vision.commands.{name}"

@@ -1,0 +1,273 @@
+"""LightningDataModule for 3D point-cloud semantic segmentation from sparse labels.
+
+Data flow (ARCHITECTURE.md): scene files -> :func:`read_point_cloud` -> grid subsampling with label
+majority vote -> weak labels (drawn once from the full labels by a protocol, or read from a weak-label
+file, keyed by original point index) -> fixed-size training crops with a shared neighbour pyramid and
+two augmented views -> the task. Validation and test yield whole scenes; the task predicts them crop
+by crop and scores every original point against the full labels.
+
+Without ``data_root`` the built-in synthetic rooms are generated on first use (rank 0, in
+``prepare_data``) into the cache folder of CONVENTIONS.md.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from datamodules.formats.pointcloud_io import read_point_cloud
+from datamodules.pointcloud_crops import (
+    PreparedScene,
+    ViewAugment,
+    collate_crops,
+    coverage_plan,
+    make_crop,
+    prepare_scene,
+    weak_target,
+)
+from vision.errors import DataError
+from vision.labels.protocols import WeakLabelProtocol
+from vision.labels.resolve import resolve_weak_labels
+from vision.labels.seeding import sample_rng
+from vision.labels.types import IGNORE_INDEX, DenseLabels
+
+SPLITS = ("train", "val", "test")
+
+
+class EpochSampler(Sampler[int]):
+    """Yields global crop numbers ``epoch * length + j``, so crop ``j`` of epoch ``e`` is seeded by both.
+
+    Lightning calls :meth:`set_epoch` before each epoch; a resumed run therefore draws the same crops
+    as an uninterrupted one, whatever the number of dataloader workers.
+    """
+
+    def __init__(self, length: int) -> None:
+        self.length, self.epoch = length, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.epoch * self.length, (self.epoch + 1) * self.length))
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class TrainingCrops(Dataset):
+    """Crop number ``g`` -> an augmented crop (two views) from the scenes' coverage plans."""
+
+    def __init__(self, scenes: list[PreparedScene], plan: np.ndarray, crops_per_epoch: int, crop_points: int,
+                 seed: int, augment: ViewAugment, num_views: int, pyramid: dict) -> None:
+        self.scenes, self.plan, self.crops_per_epoch = scenes, plan, crops_per_epoch
+        self.crop_points, self.seed, self.augment = crop_points, seed, augment
+        self.num_views, self.pyramid = num_views, pyramid
+
+    def __len__(self) -> int:
+        return self.crops_per_epoch
+
+    def __getitem__(self, global_index: int) -> dict:
+        epoch, j = divmod(int(global_index), self.crops_per_epoch)
+        order = sample_rng(self.seed, f"plan-epoch-{epoch}").permutation(len(self.plan))
+        scene_index, centre_index = self.plan[order[j % len(self.plan)]]
+        scene = self.scenes[scene_index]
+        rng = sample_rng(self.seed, f"crop-{global_index}")
+        # jitter the centre so that crops differ between epochs but still cover the scene
+        centre = scene.coords[centre_index] + rng.normal(0.0, 0.1, 3).astype(np.float32) * [1, 1, 0]
+        crop = make_crop(scene, centre, self.crop_points, rng, self.augment, self.num_views, **self.pyramid)
+        crop["scene_id"] = scene.scene_id
+        return crop
+
+
+class SceneList(Dataset):
+    """Whole scenes for validation, test and prediction (one scene per batch)."""
+
+    def __init__(self, scenes: list[PreparedScene]) -> None:
+        self.scenes = scenes
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def __getitem__(self, i: int) -> PreparedScene:
+        return self.scenes[i]
+
+
+def _first(batch: list):
+    return batch[0]
+
+
+class PointCloudDataModule(L.LightningDataModule):
+    """Point-cloud scenes with sparse labels (SQN / RandLA-Net pipeline).
+
+    Args:
+        data_root: folder of scene files; None uses the built-in synthetic rooms.
+        splits: per split, glob patterns relative to ``data_root`` (default ``<split>/*``).
+        reader_options: keyword options of :func:`read_point_cloud` (e.g. ``label_field``, ``class_map``).
+        class_names: class names (from the synthetic generator's metadata when None).
+        synthetic: options of the synthetic room generator (``num_train``, ``num_val``, ``num_test``, ...).
+        synthetic_seed: seed of the generated rooms.
+        voxel_size: grid subsampling cell in metres.
+        crop_points: points per training / inference crop.
+        crops_per_epoch: training crops per epoch (None: one coverage pass over all training scenes).
+        batch_size: crops per training batch.
+        num_views: augmented views per training crop (2 enables consistency / teacher losses).
+        augment: training augmentation of each view.
+        num_layers, k, sub_ratios: the neighbour pyramid; must match the model's encoder.
+        weak_labels: protocol drawing the training labels once (e.g. ``Ratio(0.001)``); None = full labels.
+        weak_label_seed: seed of that protocol.
+        weak_label_file: use this weak-label file instead of a protocol.
+        seed: seed of crop selection and augmentation.
+        num_workers: dataloader worker processes.
+        predict_split: split read by ``predict`` (``train`` for self-training rounds).
+    """
+
+    def __init__(self, data_root: Optional[str] = None, splits: Optional[dict[str, list[str]]] = None,
+                 reader_options: Optional[dict] = None, class_names: Optional[list[str]] = None,
+                 synthetic: Optional[dict] = None, synthetic_seed: int = 0, voxel_size: float = 0.04,
+                 crop_points: int = 4096, crops_per_epoch: Optional[int] = None, batch_size: int = 4,
+                 num_views: int = 2, augment: Optional[ViewAugment] = None, num_layers: int = 4, k: int = 16,
+                 sub_ratios: tuple[int, ...] = (4, 4, 4, 4), weak_labels: Optional[WeakLabelProtocol] = None,
+                 weak_label_seed: int = 0, weak_label_file: Optional[str] = None, seed: int = 0,
+                 num_workers: int = 0, predict_split: str = "test") -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["augment", "weak_labels"])
+        self.augment = augment if augment is not None else ViewAugment()
+        self.weak_labels = weak_labels
+        self.class_names = list(class_names) if class_names else None
+        self._scenes: dict[str, list[PreparedScene]] = {}
+        self.weak = None
+
+    # ---------------------------------------------------------------- files
+    def _root(self) -> Path:
+        if self.hparams.data_root is not None:
+            return Path(self.hparams.data_root)
+        from datamodules.synthetic.rooms import ensure_room_dataset
+
+        return Path(ensure_room_dataset(seed=self.hparams.synthetic_seed, **(self.hparams.synthetic or {})))
+
+    def prepare_data(self) -> None:
+        """Rank 0: generate synthetic data if needed and make the weak-label file once."""
+        self._root()
+        if self.weak_labels is not None:
+            self.weak_label_set()
+
+    def scene_files(self, split: str) -> list[Path]:
+        root = self._root()
+        patterns = (self.hparams.splits or {}).get(split, [f"{split}/*"])
+        files = sorted({Path(p) for pattern in patterns for p in glob.glob(os.path.join(root, pattern))})
+        files = [f for f in files if f.suffix.lower() not in (".json", ".txt", ".yaml") or f.is_dir()]
+        if not files:
+            raise DataError(root, f"no scene files for split '{split}' (patterns {patterns})")
+        return files
+
+    def scene_id(self, path: Path) -> str:
+        relative = path.relative_to(self._root()).as_posix()
+        return relative[: -len(path.suffix)] if path.suffix else relative
+
+    @property
+    def num_classes(self) -> int:
+        names = self.class_names or self._synthetic_class_names()
+        if not names:
+            raise ValueError("class_names must be given for a dataset without metadata")
+        return len(names)
+
+    def _synthetic_class_names(self) -> Optional[list[str]]:
+        if self.hparams.data_root is None:
+            from datamodules.synthetic.rooms import ROOM_CLASSES
+
+            return list(ROOM_CLASSES)
+        return None
+
+    # ---------------------------------------------------------------- labels
+    def _read(self, path: Path):
+        scene = read_point_cloud(path, **(self.hparams.reader_options or {}))
+        labels = scene.semantic
+        if labels is not None and labels.max(initial=-1) >= self.num_classes:
+            raise DataError(path, f"class id {int(labels.max())} >= num_classes {self.num_classes}")
+        return scene
+
+    def full_labels(self, split: str = "train") -> Iterator[tuple[str, DenseLabels]]:
+        """``(scene_id, full labels)`` of a split, in the reader's original point order."""
+        for path in self.scene_files(split):
+            scene = self._read(path)
+            if scene.semantic is None:
+                raise DataError(path, "scene has no labels; sparse training needs labels to sparsify")
+            yield self.scene_id(path), DenseLabels(scene.semantic, scene.instance)
+
+    def weak_label_set(self):
+        """The training split's weak labels (made once, cached), or None under full supervision."""
+        return resolve_weak_labels(lambda: self.full_labels("train"), "pointcloud", self.weak_labels,
+                                   self.hparams.weak_label_seed, self.hparams.weak_label_file)
+
+    # ---------------------------------------------------------------- scenes
+    def scenes(self, split: str) -> list[PreparedScene]:
+        """The split's grid-subsampled scenes (cached in memory)."""
+        if split not in self._scenes:
+            prepared = []
+            for path in self.scene_files(split):
+                scene = self._read(path)
+                prepared.append(prepare_scene(self.scene_id(path), scene.coords, scene.colors, scene.semantic,
+                                              self.hparams.voxel_size, self.num_classes))
+            self._scenes[split] = prepared
+        return self._scenes[split]
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if stage in (None, "fit"):
+            self.weak = self.weak_label_set()
+            for scene in self.scenes("train"):
+                if self.weak is not None:
+                    labels = self.weak.labels.get(scene.scene_id)
+                    if labels is None:
+                        raise DataError(self.hparams.weak_label_file or "weak labels",
+                                        f"no weak labels for scene '{scene.scene_id}'")
+                    scene.target = weak_target(scene, labels.index, labels.class_id)
+
+    def label_budget(self) -> dict:
+        """Labels used for training: ``{"labelled": n, "total": n, "fraction": f}`` over original points."""
+        total = sum(len(s.inverse) for s in self.scenes("train"))
+        if self.weak is None:
+            labelled = sum(int((s.full_labels != IGNORE_INDEX).sum()) for s in self.scenes("train"))
+        else:
+            labelled = int(self.weak.counts()["total"])
+        return {"labelled": labelled, "total": total, "fraction": labelled / max(total, 1)}
+
+    # ---------------------------------------------------------------- loaders
+    def _pyramid(self) -> dict:
+        return {"num_layers": self.hparams.num_layers, "k": self.hparams.k,
+                "sub_ratios": tuple(self.hparams.sub_ratios)}
+
+    def train_dataloader(self) -> DataLoader:
+        scenes = self.scenes("train")
+        plan = [(i, c) for i, scene in enumerate(scenes) for c in
+                coverage_plan(scene, self.hparams.crop_points, sample_rng(self.hparams.seed, scene.scene_id))]
+        plan = np.asarray(plan, np.int64)
+        per_epoch = self.hparams.crops_per_epoch or len(plan)
+        dataset = TrainingCrops(scenes, plan, per_epoch, self.hparams.crop_points, self.hparams.seed, self.augment,
+                                self.hparams.num_views, self._pyramid())
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, sampler=EpochSampler(per_epoch),
+                          collate_fn=collate_crops, num_workers=self.hparams.num_workers, drop_last=True,
+                          persistent_workers=self.hparams.num_workers > 0)
+
+    def _scene_loader(self, split: str) -> DataLoader:
+        return DataLoader(SceneList(self.scenes(split)), batch_size=1, collate_fn=_first)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._scene_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._scene_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._scene_loader(self.hparams.predict_split)
+
+    def inference_options(self) -> dict:
+        """What the task needs to cut whole scenes into crops exactly like training does."""
+        return {"crop_points": self.hparams.crop_points, "seed": self.hparams.seed, **self._pyramid()}
+

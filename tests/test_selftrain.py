@@ -1,0 +1,61 @@
+"""`sparsevision selftrain` on the toy task: rounds write weak-label files with growing pseudo-labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vision.commands import selftrain
+from vision.labels.types import HUMAN, PSEUDO, PointLabels
+from vision.labels.weakfile import WeakLabelSet
+
+CONFIG = Path(__file__).resolve().parent / "configs" / "tiny-weak.yaml"
+
+
+@pytest.mark.slow
+def test_two_rounds_write_weak_files_with_growing_pseudo_counts(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEVISION_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "st"
+    assert selftrain.main(["--config", str(CONFIG), "--rounds", "2", "--top-fraction", "0.1", "--out", str(out),
+                           "--trainer.max_epochs=3"]) == 0
+    first, second = WeakLabelSet.load(out / "round1"), WeakLabelSet.load(out / "round2")
+    assert 0 < first.counts()["pseudo"] < second.counts()["pseudo"]
+    assert first.counts()["human"] == second.counts()["human"] > 0
+    for sample_id in first:  # pseudo-labels never sit on human-labelled points
+        labels = second[sample_id]
+        human = set(labels.index[labels.source == HUMAN].tolist())
+        assert human.isdisjoint(labels.index[labels.source == PSEUDO].tolist())
+    summary = json.loads((out / "summary.json").read_text())
+    assert [row["round"] for row in summary] == [0, 1, 2]
+    assert 0.0 <= summary[0]["pseudo_precision"] <= 1.0
+    assert (out / "round0" / "checkpoints" / "last.ckpt").is_file()
+    before = (out / "round1.weak.npz").read_bytes()
+    # a second run into the same folder refuses before training, and leaves the files alone
+    assert selftrain.main(["--config", str(CONFIG), "--rounds", "1", "--out", str(out)]) == 2
+    assert (out / "round1.weak.npz").read_bytes() == before
+
+
+def test_pseudo_labels_skip_human_points_and_keep_top_fraction_per_class():
+    weak = WeakLabelSet({"a": PointLabels(class_id=[0], index=[3])}, "pointcloud", {"name": "count"}, 0, "0" * 64)
+    label = np.array([0, 0, 0, 0, 1, 1], np.int64)
+    confidence = np.array([0.5, 0.9, 0.7, 0.99, 0.6, 0.8], np.float32)
+    pseudo = selftrain.pseudo_labels_from_predictions({"a": (label, confidence)}, weak, num_classes=2,
+                                                      top_fraction=0.5, min_confidence=0.0)["a"]
+    # class 0: 3 candidates outside the human point 3 -> ceil(1.5) = 2 most confident (1, 2); class 1: 1 (5)
+    assert pseudo.index.tolist() == [1, 2, 5]
+    assert pseudo.class_id.tolist() == [0, 0, 1]
+    assert pseudo.source.tolist() == [PSEUDO] * 3
+
+
+def test_pseudo_labels_on_images_use_pixel_coordinates():
+    weak = WeakLabelSet({"f": PointLabels(class_id=[1], xy=[[1.0, 0.0]])}, "events", {"name": "per_class"}, 0,
+                        "0" * 64)
+    label = np.array([[1, 1], [0, 1]], np.int64)
+    confidence = np.array([[0.9, 0.99], [0.8, 0.7]], np.float32)
+    pseudo = selftrain.pseudo_labels_from_predictions({"f": (label, confidence)}, weak, 2, 1.0, 0.75)["f"]
+    # pixel (x=1, y=0) is human-labelled; (x=1, y=1) is below min_confidence
+    assert pseudo.xy.tolist() == [[0.0, 0.0], [0.0, 1.0]]
+    assert pseudo.class_id.tolist() == [1, 0]

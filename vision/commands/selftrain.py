@@ -1,0 +1,147 @@
+"""``sparsevision selftrain``: offline self-training rounds on confident pseudo-labels (SQN, Sec. 3.4).
+
+Each round: (1) ``fit`` the config on the current weak labels; (2) ``predict`` the training split with
+Lightning's predict loop and a :class:`~vision.engine.PseudoLabelWriter` (so it runs distributed like
+training); (3) keep, per class, the ``--top-fraction`` most confident predictions outside the human
+labels; (4) write ``<out>/round<R>.weak.{json,npz}``: the human labels plus those pseudo-labels
+(``source = pseudo``); the next round trains on that file. When the datamodule has full labels, each
+round logs the pseudo-labels' precision against them (never used for training).
+
+The datamodule must offer ``full_labels(split)``, ``weak_label_file`` / ``predict_split`` init
+arguments, and a ``predict_step`` returning ``{"sample_id", "label", "confidence"}`` per original point
+(``(N,)``) or pixel (``(H, W)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from vision.errors import DataError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparsevision selftrain", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, action="append", help="LightningCLI config (repeatable)")
+    parser.add_argument("--rounds", type=int, default=2, help="self-training rounds after the first fit")
+    parser.add_argument("--top-fraction", type=float, default=0.01,
+                        help="per class, keep this fraction of the predictions as pseudo-labels in round 1 "
+                             "(SQN: ~1%%); round r keeps r times as many, as the model improves")
+    parser.add_argument("--min-confidence", type=float, default=0.0, help="never keep predictions below this")
+    parser.add_argument("--out", default=None, help="output folder (default outputs/selftrain/<config-stem>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace weak-label files of an earlier run")
+    parser.add_argument("overrides", nargs="*", help="extra LightningCLI options, e.g. --trainer.max_epochs=5")
+    return parser
+
+
+def _cli(configs: list[str], overrides: list[str], run_dir: Path, weak_file: Path | None, predict: bool):
+    from vision.cli import build_cli
+
+    args = [item for config in configs for item in ("--config", config)] + list(overrides)
+    args += ["--run_dir", str(run_dir)]
+    if weak_file is not None:
+        args += ["--data.init_args.weak_labels", "null", "--data.init_args.weak_label_file", str(weak_file)]
+    if predict:
+        args += ["--data.init_args.predict_split", "train"]
+    return build_cli(args)
+
+
+def pseudo_labels_from_predictions(predictions: dict, weak, num_classes: int, top_fraction: float,
+                                   min_confidence: float) -> dict:
+    """Per sample, the confident predictions outside the human labels as ``PointLabels(source=PSEUDO)``."""
+    from vision.engine.pseudo_selection import select_confident_per_class
+    from vision.labels.types import HUMAN, PSEUDO, PointLabels
+
+    pseudo = {}
+    for sample_id, (label, confidence) in predictions.items():
+        flat_label, flat_conf = label.reshape(-1).astype(np.int64), confidence.reshape(-1).astype(np.float32)
+        human = np.zeros(flat_label.shape[0], bool)
+        labels = weak.labels.get(sample_id) if weak is not None else None
+        if labels is not None:
+            human_rows = labels.source == HUMAN
+            if labels.is_3d:
+                human[labels.index[human_rows]] = True
+            else:
+                xy = np.rint(labels.xy[human_rows]).astype(np.int64)
+                human[xy[:, 1] * label.shape[1] + xy[:, 0]] = True
+        keep = select_confident_per_class(flat_label, flat_conf, num_classes, top_fraction, min_confidence,
+                                          exclude=human)
+        position = np.flatnonzero(keep)
+        kwargs = {"index": position} if label.ndim == 1 else {
+            "xy": np.stack([position % label.shape[1], position // label.shape[1]], 1).astype(np.float32)}
+        pseudo[sample_id] = PointLabels(class_id=flat_label[position], source=np.full(len(position), PSEUDO),
+                                        confidence=flat_conf[position], **kwargs)
+    return pseudo
+
+
+def pseudo_precision(pseudo: dict, datamodule) -> float | None:
+    """Fraction of pseudo-labels equal to the full labels (None without full labels)."""
+    correct = total = 0
+    try:
+        full = dict(datamodule.full_labels("train"))
+    except (DataError, AttributeError, NotImplementedError):
+        return None
+    for sample_id, labels in pseudo.items():
+        truth = full[sample_id].semantic.reshape(-1)
+        position = labels.index if labels.is_3d else (
+            np.rint(labels.xy[:, 1]).astype(np.int64) * full[sample_id].semantic.shape[1]
+            + np.rint(labels.xy[:, 0]).astype(np.int64))
+        correct += int((truth[position] == labels.class_id).sum())
+        total += len(labels)
+    return correct / total if total else None
+
+
+def main(argv: list[str]) -> int:
+    args, unknown = _parser().parse_known_args(argv)
+    overrides = list(args.overrides) + unknown
+    out = Path(args.out or Path("outputs") / "selftrain" / Path(args.config[-1]).stem)
+    existing = sorted(out.glob("round*.weak.json"))
+    if existing and not args.overwrite:
+        print(f"sparsevision selftrain: {out} already holds {existing[0].name}; pass --overwrite to replace "
+              "an earlier run's weak-label files, or choose another --out", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    from vision.engine.prediction_writer import PseudoLabelWriter, load_predictions
+
+    weak_file, summary = None, []
+    for round_index in range(args.rounds + 1):
+        run_dir = out / f"round{round_index}"
+        cli = _cli(args.config, overrides, run_dir, weak_file, predict=False)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        row = {"round": round_index, "weak_label_file": None if weak_file is None else str(weak_file),
+               **{k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}}
+        if round_index == args.rounds:
+            summary.append(row)
+            break
+        checkpoint = cli.trainer.checkpoint_callback.last_model_path
+        predictor = _cli(args.config, overrides, run_dir / "predict", weak_file, predict=True)
+        writer = PseudoLabelWriter(run_dir / "predictions")
+        predictor.trainer.callbacks.append(writer)
+        predictor.trainer.predict(predictor.model, datamodule=predictor.datamodule, ckpt_path=checkpoint,
+                                  return_predictions=False)
+        datamodule = predictor.datamodule
+        weak = datamodule.weak_label_set()
+        if weak is None:
+            raise DataError(args.config[-1], "selftrain needs weak labels (weak_labels or weak_label_file)")
+        pseudo = pseudo_labels_from_predictions(load_predictions(run_dir / "predictions"), weak,
+                                                predictor.model.hparams.num_classes,
+                                                min(1.0, args.top_fraction * (round_index + 1)), args.min_confidence)
+        merged = weak.merge_pseudo(pseudo)
+        weak_file = out / f"round{round_index + 1}"
+        merged.save(weak_file, overwrite=args.overwrite)
+        row.update(pseudo=merged.counts()["pseudo"], human=merged.counts()["human"],
+                   pseudo_precision=pseudo_precision(pseudo, datamodule))
+        summary.append(row)
+        print(f"selftrain round {round_index}: {row}")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

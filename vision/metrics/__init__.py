@@ -1,0 +1,1 @@
+"""sparsevision.metrics."""

@@ -1,0 +1,194 @@
+"""3D point-cloud semantic segmentation from sparse labels (SQN-style), as a LightningModule.
+
+SQN (Hu et al., ECCV 2022): a RandLA-Net encoder and a point-query head trained only at the labelled
+points. This task wires that model to the sparse-label engine, each piece switchable from YAML:
+
+* partial cross-entropy on the weak labels (``vision.losses.PartialCrossEntropy``);
+* an EMA teacher (``vision.engine.EMATeacher``) whose confident predictions on one augmented view are
+  pseudo-labels for the student on the other view (``PseudoLabelLoss``, fixed or FreeMatch thresholds);
+* consistency between the two views (``ConsistencyLoss``);
+* a prototype contrastive loss on the query features (``PrototypeContrastiveLoss``);
+* offline self-training rounds (``sparsevision selftrain``) via :meth:`predict_step`.
+
+Batches come from :class:`datamodules.pointcloud.PointCloudDataModule`: training crops with two views
+sharing one neighbour pyramid; whole scenes for validation / test / predict, which are labelled crop
+by crop (coverage voting) and scored on every original point against the full labels.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import lightning as L
+import torch
+from torch import nn
+
+from datamodules.pointcloud_crops import PreparedScene, predict_scene, view_batch
+from vision.engine.ema_teacher import EMATeacher
+from vision.labels.types import IGNORE_INDEX
+from vision.losses.consistency import ConsistencyLoss
+from vision.losses.partial_cross_entropy import PartialCrossEntropy, class_weights_from_counts
+from vision.losses.prototype_contrastive import PrototypeContrastiveLoss
+from vision.losses.pseudo_label import PseudoLabelLoss
+from vision.metrics.segmentation import SegmentationScores
+
+
+def rampup(step: int, length: int) -> float:
+    """Sigmoid ramp-up ``exp(-5 (1 - t)^2)`` of unsupervised loss weights (Laine & Aila, 2017)."""
+    if length <= 0:
+        return 1.0
+    t = min(max(step / length, 0.0), 1.0)
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+class PointCloudSegmentation(L.LightningModule):
+    """SQN-style training on sparse point labels.
+
+    Args:
+        model: a point model with ``forward(batch, query_xyz) -> {"logits": (B, C, M), "features": (B, D, M)}``
+            (e.g. :class:`vision.models.pointcloud.SQN`).
+        num_classes: ``C``.
+        class_names: names for per-class metric keys (``test/iou/<class>``).
+        lr, weight_decay: AdamW; the learning rate follows a cosine schedule over the whole run.
+        class_weighting: ``none``, ``inverse`` or ``inverse_sqrt`` frequency of the training targets.
+        pseudo_label_weight: weight of the teacher's pseudo-labels (0 disables the teacher).
+        pseudo_threshold: fixed confidence threshold (``adaptive_threshold`` uses FreeMatch's instead).
+        consistency_weight: weight of the two-view consistency loss.
+        contrastive_weight: weight of the prototype contrastive loss on query features.
+        ema_decay: the teacher's EMA decay.
+        rampup_steps: steps over which the unsupervised weights ramp up from 0.
+        eval_with_teacher: evaluate and predict with the EMA teacher (when there is one).
+        eval_batch_size: crops per forward pass at inference.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, class_names: Optional[list[str]] = None,
+                 lr: float = 0.01, weight_decay: float = 1e-4, class_weighting: str = "inverse_sqrt",
+                 pseudo_label_weight: float = 1.0, pseudo_threshold: float = 0.9, adaptive_threshold: bool = False,
+                 consistency_weight: float = 1.0, contrastive_weight: float = 0.1, ema_decay: float = 0.99,
+                 rampup_steps: int = 200, eval_with_teacher: bool = True, eval_batch_size: int = 4) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.teacher = EMATeacher(model, decay=ema_decay) if pseudo_label_weight > 0 else None
+        self.partial_ce = PartialCrossEntropy()
+        self.pseudo_label = PseudoLabelLoss(threshold=pseudo_threshold, adaptive=adaptive_threshold,
+                                            num_classes=num_classes)
+        self.consistency = ConsistencyLoss("kl")
+        self.contrastive: Optional[PrototypeContrastiveLoss] = None
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.val_scores = SegmentationScores(num_classes, self.class_names)
+        self.test_scores = SegmentationScores(num_classes, self.class_names)
+
+    # ------------------------------------------------------------------ training
+    def on_fit_start(self) -> None:
+        counts = torch.zeros(self.hparams.num_classes)
+        for scene in self.trainer.datamodule.scenes("train"):
+            labelled = torch.as_tensor(scene.target[scene.target != IGNORE_INDEX])
+            counts += torch.bincount(labelled, minlength=self.hparams.num_classes).float()
+        weights = class_weights_from_counts(counts, mode=self.hparams.class_weighting)
+        self.partial_ce.class_weights = weights.to(self.device)
+
+    def _forward(self, net: nn.Module, batch: dict, view: int) -> dict:
+        inputs = view_batch(batch, view)
+        return net(inputs, inputs["xyz"][0])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        target = batch["target"]
+        student = self._forward(self.model, batch, 0)
+        losses = {"ce": self.partial_ce(student["logits"], target)}
+        weight = rampup(self.global_step, self.hparams.rampup_steps)
+        two_views = "view1_features" in batch
+        if two_views and (self.teacher is not None or self.hparams.consistency_weight > 0):
+            other = self._forward(self.model, batch, 1)
+            if self.hparams.consistency_weight > 0:
+                losses["consistency"] = self.hparams.consistency_weight * weight * self.consistency(
+                    other["logits"], student["logits"])
+            if self.teacher is not None:
+                teacher_logits = self._forward(self.teacher, batch, 0)["logits"]
+                losses["pseudo"] = self.hparams.pseudo_label_weight * weight * self.pseudo_label(
+                    other["logits"], teacher_logits, valid=target == IGNORE_INDEX)
+                self.log("train/pseudo_mask_ratio", self.pseudo_label.last_mask_ratio, batch_size=target.shape[0])
+        if self.hparams.contrastive_weight > 0:
+            losses["contrastive"] = self.hparams.contrastive_weight * weight * self._contrastive(student, target)
+        loss = sum(losses.values())
+        for name, value in losses.items():
+            self.log(f"train/loss_{name}", value, batch_size=target.shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=target.shape[0])
+        return loss
+
+    def _contrastive(self, out: dict, target: torch.Tensor) -> torch.Tensor:
+        features = out["features"]
+        if self.contrastive is None:  # feature size is only known after the first forward
+            self.contrastive = PrototypeContrastiveLoss(self.hparams.num_classes, features.shape[1]).to(self.device)
+        probs = out["logits"].detach().softmax(1)
+        confidence, predicted = probs.max(1)
+        # human labels with confidence 1, confident predictions elsewhere
+        labels = torch.where(target != IGNORE_INDEX, target, predicted)
+        confidence = torch.where(target != IGNORE_INDEX, torch.ones_like(confidence), confidence)
+        loss = self.contrastive(features, labels, confidence)
+        self.contrastive.update(features, labels, confidence)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.teacher is not None:
+            self.teacher.update(self.model, self.global_step)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["contrastive_feature_dim"] = None if self.contrastive is None else self.contrastive.feature_dim
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        dim = checkpoint.get("contrastive_feature_dim")
+        if dim is not None and self.contrastive is None:  # rebuild the memory queue so its state loads
+            self.contrastive = PrototypeContrastiveLoss(self.hparams.num_classes, dim)
+
+    # ------------------------------------------------------------------ inference
+    def _inference_net(self) -> nn.Module:
+        if self.hparams.eval_with_teacher and self.teacher is not None:
+            return self.teacher.model
+        return self.model
+
+    def scene_probabilities(self, scene: PreparedScene) -> torch.Tensor:
+        """``(N, C)`` class probabilities of every ORIGINAL point of a scene."""
+        net = self._inference_net()
+        options = self.trainer.datamodule.inference_options()
+        probs = predict_scene(lambda inputs: net(inputs, inputs["xyz"][0])["logits"], scene,
+                              self.hparams.num_classes, batch_size=self.hparams.eval_batch_size,
+                              device=self.device, **options)
+        return probs[torch.as_tensor(scene.inverse)]
+
+    def _score(self, scene: PreparedScene, scores: SegmentationScores) -> None:
+        if scene.full_labels is None:
+            return
+        predicted = self.scene_probabilities(scene).argmax(1)
+        scores.update(predicted.to(self.device), torch.as_tensor(scene.full_labels, device=self.device))
+
+    def validation_step(self, scene: PreparedScene, batch_idx: int) -> None:
+        self._score(scene, self.val_scores)
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self.val_scores.log_dict("val")
+        self.log("val/miou", scores.pop("val/miou"), prog_bar=True)
+        self.log_dict(scores)
+        self.val_scores.reset()
+
+    def test_step(self, scene: PreparedScene, batch_idx: int) -> None:
+        self._score(scene, self.test_scores)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_scores.log_dict("test"))
+        self.test_scores.reset()
+
+    def predict_step(self, scene: PreparedScene, batch_idx: int) -> dict:
+        """``{"sample_id": [id], "label": [(N,)], "confidence": [(N,)]}`` on original points."""
+        confidence, label = self.scene_probabilities(scene).max(1)
+        return {"sample_id": [scene.scene_id], "label": [label], "confidence": [confidence]}
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr,
+                                      weight_decay=self.hparams.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(step / total, 1.0))))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
