@@ -2,7 +2,7 @@
 
 - :class:`EMATeacher` - mean teacher (Tarvainen & Valpola 2017).
 - :class:`DualStudent` - two students with cross pseudo-labels and feature distillation (EV-WSSS,
-  Jeong et al. 2024).
+  Cho et al. 2024).
 - :func:`select_confident_per_class` and the precision helpers - pseudo-label selection for offline
   self-training (SQN-style top fraction, per class).
 - :class:`PseudoLabelWriter` / :func:`load_predictions` - distributed prediction for self-training rounds.

@@ -1,6 +1,6 @@
 """Dual-student training for weakly supervised segmentation from point labels.
 
-Jeong et al., "Finding Meaning in Points: Weakly Supervised Semantic Segmentation for Event
+Cho et al., "Finding Meaning in Points: Weakly Supervised Semantic Segmentation for Event
 Cameras" (EV-WSSS), ECCV 2024. Two students learn from the same sparse point labels and teach each
 other: each one is trained on the other's confident predictions (cross pseudo-labels, restricted to
 the classes the frame's point labels say are present) and their features are pulled together
@@ -24,7 +24,7 @@ from vision.labels.types import IGNORE_INDEX
 
 
 class DualStudent(nn.Module):
-    """Two student models with cross pseudo-labels and feature distillation (Jeong et al. 2024).
+    """Two student models with cross pseudo-labels and feature distillation (Cho et al. 2024).
 
     Args:
         student_a: the first student.
