@@ -137,7 +137,7 @@ class PointCloudDataModule(L.LightningDataModule):
                  weak_label_seed: int = 0, weak_label_file: Optional[str] = None, seed: int = 0,
                  num_workers: int = 0, predict_split: str = "test") -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["augment", "weak_labels"])
+        self.save_hyperparameters(ignore=["augment", "weak_labels", "class_names"])
         self.augment = augment if augment is not None else ViewAugment()
         self.weak_labels = weak_labels
         self.class_names = list(class_names) if class_names else None
@@ -162,7 +162,9 @@ class PointCloudDataModule(L.LightningDataModule):
         root = self._root()
         patterns = (self.hparams.splits or {}).get(split, [f"{split}/*"])
         files = sorted({Path(p) for pattern in patterns for p in glob.glob(os.path.join(root, pattern))})
-        files = [f for f in files if f.suffix.lower() not in (".json", ".txt", ".yaml") or f.is_dir()]
+        # metadata and earlier prediction outputs are not scenes
+        files = [f for f in files if (f.is_dir() or f.suffix.lower() not in (".json", ".txt", ".yaml"))
+                 and ".pred." not in f.name and not f.name.endswith(".conf.npy")]
         if not files:
             raise DataError(root, f"no scene files for split '{split}' (patterns {patterns})")
         return files
@@ -214,7 +216,7 @@ class PointCloudDataModule(L.LightningDataModule):
             for path in self.scene_files(split):
                 scene = self._read(path)
                 prepared.append(prepare_scene(self.scene_id(path), scene.coords, scene.colors, scene.semantic,
-                                              self.hparams.voxel_size, self.num_classes))
+                                              self.hparams.voxel_size, self.num_classes, str(path)))
             self._scenes[split] = prepared
         return self._scenes[split]
 

@@ -49,6 +49,7 @@ class PreparedScene:
     target: np.ndarray
     inverse: np.ndarray
     full_labels: Optional[np.ndarray]
+    source_path: Optional[str] = None
     tree: cKDTree = field(repr=False, default=None)
 
     def __post_init__(self) -> None:
@@ -61,7 +62,7 @@ class PreparedScene:
 
 
 def prepare_scene(scene_id: str, coords: np.ndarray, colors: Optional[np.ndarray], labels: Optional[np.ndarray],
-                  voxel_size: float, num_classes: int) -> PreparedScene:
+                  voxel_size: float, num_classes: int, source_path: Optional[str] = None) -> PreparedScene:
     """Grid-subsample a scene (``coords (N, 3)`` float64, ``colors (N, 3)`` in [0, 1], ``labels (N,)``)."""
     offset = np.array([*(coords[:, :2].min(0) + coords[:, :2].max(0)) / 2.0, coords[:, 2].min()])
     local = (coords - offset).astype(np.float32)
@@ -72,7 +73,8 @@ def prepare_scene(scene_id: str, coords: np.ndarray, colors: Optional[np.ndarray
         sub_labels = np.full(len(sub_coords), IGNORE_INDEX, np.int64)
     return PreparedScene(scene_id, sub_coords.astype(np.float32), sub_colors.astype(np.float32),
                          sub_labels.astype(np.int64), sub_labels.astype(np.int64).copy(),
-                         inverse.astype(np.int64), None if labels is None else labels.astype(np.int64))
+                         inverse.astype(np.int64), None if labels is None else labels.astype(np.int64),
+                         source_path)
 
 
 def weak_target(scene: PreparedScene, index: np.ndarray, class_id: np.ndarray) -> np.ndarray:

@@ -120,6 +120,8 @@ def main(argv: list[str]) -> int:
             break
         checkpoint = cli.trainer.checkpoint_callback.last_model_path
         predictor = _cli(args.config, overrides, run_dir / "predict", weak_file, predict=True)
+        if "write_predictions" in predictor.model.hparams:  # pseudo-labels only, no files in the user's format
+            predictor.model.hparams.write_predictions = False
         writer = PseudoLabelWriter(run_dir / "predictions")
         predictor.trainer.callbacks.append(writer)
         predictor.trainer.predict(predictor.model, datamodule=predictor.datamodule, ckpt_path=checkpoint,

@@ -18,6 +18,7 @@ by crop (coverage voting) and scored on every original point against the full la
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Optional
 
 import lightning as L
@@ -60,13 +61,19 @@ class PointCloudSegmentation(L.LightningModule):
         rampup_steps: steps over which the unsupervised weights ramp up from 0.
         eval_with_teacher: evaluate and predict with the EMA teacher (when there is one).
         eval_batch_size: crops per forward pass at inference.
+        write_predictions: ``predict`` writes ``<prediction_dir>/<scene id>.pred.<ext>`` in the input's
+            format (LAS classification, PLY property, NPY).
+        prediction_dir: where; default ``<run dir>/predictions``.
+        overwrite_predictions: replace existing prediction files.
     """
 
     def __init__(self, model: nn.Module, num_classes: int, class_names: Optional[list[str]] = None,
                  lr: float = 0.01, weight_decay: float = 1e-4, class_weighting: str = "inverse_sqrt",
                  pseudo_label_weight: float = 1.0, pseudo_threshold: float = 0.9, adaptive_threshold: bool = False,
                  consistency_weight: float = 1.0, contrastive_weight: float = 0.1, ema_decay: float = 0.99,
-                 rampup_steps: int = 200, eval_with_teacher: bool = True, eval_batch_size: int = 4) -> None:
+                 rampup_steps: int = 200, eval_with_teacher: bool = True, eval_batch_size: int = 4,
+                 write_predictions: bool = True, prediction_dir: Optional[str] = None,
+                 overwrite_predictions: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         self.model = model
@@ -182,7 +189,18 @@ class PointCloudSegmentation(L.LightningModule):
     def predict_step(self, scene: PreparedScene, batch_idx: int) -> dict:
         """``{"sample_id": [id], "label": [(N,)], "confidence": [(N,)]}`` on original points."""
         confidence, label = self.scene_probabilities(scene).max(1)
-        return {"sample_id": [scene.scene_id], "label": [label], "confidence": [confidence]}
+        return {"sample_id": [scene.scene_id], "label": [label], "confidence": [confidence],
+                "source_path": [scene.source_path]}
+
+    def configure_callbacks(self):
+        """``predict`` writes labels back into each scene's own format (see ``prediction_dir``)."""
+        if not self.hparams.write_predictions:
+            return []
+        from datamodules.pointcloud_predictions import PointCloudPredictionWriter
+
+        folder = self.hparams.prediction_dir or str(Path(self.trainer.default_root_dir) / "predictions")
+        options = getattr(getattr(self.trainer, "datamodule", None), "hparams", {}).get("reader_options")
+        return [PointCloudPredictionWriter(folder, options, self.hparams.overwrite_predictions)]
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

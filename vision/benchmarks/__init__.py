@@ -1,0 +1,1 @@
+"""Benchmark suites behind `sparsevision benchmark` (rows resume from their JSON files)."""
