@@ -153,7 +153,7 @@ def slice_by_count(ev: EventArray, t_end: int, count: int) -> EventArray:
 def reversed_stream(ev: EventArray, t_start: int, duration_us: int) -> EventArray:
     """The events *after* a label time, mirrored in time so that they end at the label time.
 
-    EV-WSSS (Cho et al., "Label-Efficient Semantic Segmentation with Event Cameras", ICCV 2023)
+    EV-WSSS (Cho et al., "Finding Meaning in Points: Weakly Supervised Semantic Segmentation for Event Cameras", ECCV 2024)
     gives its second student the events that follow the label timestamp, played backwards, so both
     students see a stream whose most recent event is the one nearest the label. For the events with
     ``t_start <= t < t_start + duration_us`` this returns, in reverse order:
