@@ -276,6 +276,7 @@ class EventSegmentationDataModule(L.LightningDataModule):
         flip_prob, crop_scale: its options.
         val_split: folder used for validation (DSEC-Semantic has none: use ``test``).
         seed: seed of frame order and augmentation.
+        predict_split: split read by ``predict`` (``train`` for self-training rounds).
     """
 
     def __init__(self, data_root: Optional[str] = None, synthetic: Optional[dict] = None, synthetic_seed: int = 0,
@@ -286,7 +287,7 @@ class EventSegmentationDataModule(L.LightningDataModule):
                  weak_labels: Optional[WeakLabelProtocol] = None, weak_label_seed: int = 0,
                  weak_label_file: Optional[str] = None, batch_size: int = 8, num_workers: int = 0,
                  augment: bool = True, flip_prob: float = 0.5, crop_scale: tuple[float, float] = (1.0, 1.25),
-                 val_split: str = "val", seed: int = 0) -> None:
+                 val_split: str = "val", seed: int = 0, predict_split: str = "test") -> None:
         super().__init__()
         # class names and count are the task's hparams too; kept out of ours so Lightning need not merge them
         self.save_hyperparameters(ignore=["weak_labels", "class_names", "num_classes"])
@@ -334,7 +335,7 @@ class EventSegmentationDataModule(L.LightningDataModule):
         """Rank 0: generate synthetic data if needed and make the weak-label file once."""
         self._root()
         if self.weak_labels is not None:
-            self._resolve_weak()
+            self.weak_label_set()
 
     def sequence_folders(self, split: str) -> list[Path]:
         """The sequence folders of a split (``val`` reads ``val_split``), sorted by name."""
@@ -390,13 +391,14 @@ class EventSegmentationDataModule(L.LightningDataModule):
         for frame in self.frames(split):
             yield frame.sample_id, DenseLabels(frame.labels())
 
-    def _resolve_weak(self):
+    def weak_label_set(self):
+        """The training split's weak labels (made once, cached), or None under full supervision."""
         return resolve_weak_labels(lambda: self.full_labels("train"), "events", self.weak_labels,
                                    self.hparams.weak_label_seed, self.hparams.weak_label_file)
 
     def setup(self, stage: Optional[str] = None) -> None:
         if stage in (None, "fit"):
-            self.weak = self._resolve_weak()
+            self.weak = self.weak_label_set()
             if self.weak is not None:
                 missing = [f.sample_id for f in self.frames("train") if f.sample_id not in self.weak.labels]
                 if missing:
@@ -439,4 +441,6 @@ class EventSegmentationDataModule(L.LightningDataModule):
         return self._loader(self.dataset("test"))
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("test"))
+        """Frames of ``predict_split`` without augmentation (``train`` for self-training rounds)."""
+        frames = self.frames(self.hparams.predict_split)
+        return self._loader(EventFrames(frames, self.num_classes, self.windows, False, None, None, self.hparams.seed))

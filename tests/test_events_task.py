@@ -195,7 +195,8 @@ def test_checkpoint_restores_both_students_and_the_prototype_queues(datamodule, 
 
 def test_predictions_are_written_as_label_pngs_and_never_overwritten(datamodule):
     model = task()
-    outputs = trainer(callbacks=[EventPredictionWriter("pred")]).predict(model, datamodule=datamodule)
+    model.hparams.prediction_folder = "pred"  # the task adds its EventPredictionWriter itself
+    outputs = trainer().predict(model, datamodule=datamodule)
     first = outputs[0]
     assert first["sample_id"] == ["test/seq_a/000000", "test/seq_a/000001"]
     assert first["label"].shape == first["confidence"].shape == (2, HEIGHT, WIDTH)
@@ -205,8 +206,10 @@ def test_predictions_are_written_as_label_pngs_and_never_overwritten(datamodule)
     assert len(list(png.parent.glob("*.png"))) == 3
 
     with pytest.raises(DataError, match="pred: prediction folder exists"):
-        trainer(callbacks=[EventPredictionWriter("pred")]).predict(model, datamodule=datamodule)
-    trainer(callbacks=[EventPredictionWriter("pred", overwrite=True)]).predict(model, datamodule=datamodule)
+        trainer().predict(model, datamodule=datamodule)
+    model.hparams.overwrite_predictions = True
+    trainer().predict(model, datamodule=datamodule)
+    assert isinstance(model.configure_callbacks()[0], EventPredictionWriter)
 
 
 REPO = Path(__file__).resolve().parents[1]

@@ -85,6 +85,8 @@ class EventSegmentation(L.LightningModule):
         distillation_weight: feature distillation between the students.
         rampup_steps: steps over which the unsupervised weights ramp up from 0.
         lr, weight_decay: AdamW; cosine schedule over the run.
+        write_predictions: ``predict`` writes PNG masks to ``<sequence>/<prediction_folder>/`` (refusing
+            to replace an existing, non-empty folder unless ``overwrite_predictions``).
     """
 
     def __init__(self, model: nn.Module, num_classes: int, class_names: Optional[list[str]] = None,
@@ -93,7 +95,8 @@ class EventSegmentation(L.LightningModule):
                  contrastive_weight: float = 0.1, queue_size: int = 200, contrastive_confidence: float = 0.7,
                  temperature: float = 0.1, contrastive_pixels: int = 4096, prototype_exchange: bool = True,
                  projection_hidden: int = 128, distillation_weight: float = 0.1, rampup_steps: int = 200,
-                 lr: float = 2e-3, weight_decay: float = 1e-4) -> None:
+                 lr: float = 2e-3, weight_decay: float = 1e-4, write_predictions: bool = True,
+                 prediction_folder: str = "predictions", overwrite_predictions: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         feature_dim = getattr(model, "feature_dim", None)
@@ -218,6 +221,12 @@ class EventSegmentation(L.LightningModule):
         """``{"sample_id": [B ids], "label": (B, H, W) int64, "confidence": (B, H, W) float}`` from student A."""
         confidence, label = self.model(batch["voxel"])["logits"].softmax(1).max(1)
         return {"sample_id": list(batch["sample_id"]), "label": label, "confidence": confidence}
+
+    def configure_callbacks(self):
+        """``predict`` writes PNG masks next to each recording (``<seq>/<prediction_folder>/``)."""
+        if not self.hparams.write_predictions:
+            return []
+        return [EventPredictionWriter(self.hparams.prediction_folder, self.hparams.overwrite_predictions)]
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
