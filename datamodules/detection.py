@@ -259,7 +259,10 @@ class DetectionDataModule(L.LightningDataModule):
             self.weak = self.weak_label_set()
 
     def label_budget(self) -> dict:
-        """Training labels: ``{"images", "boxes", "points", "full_boxes", "fraction"}`` (kept / full boxes)."""
+        """Training labels: ``{"labelled", "total", "images", "boxes", "points", "full_boxes", "fraction"}``.
+
+        ``labelled`` = boxes + points kept, ``total`` = boxes in the full labels (the keys every task reports).
+        """
         train = self.dataset("train")
         if self.weak is None:
             self.weak = self.weak_label_set()
@@ -269,7 +272,8 @@ class DetectionDataModule(L.LightningDataModule):
         else:
             boxes = sum(len(v) for v in self.weak.values() if isinstance(v, BoxLabels))
             points = sum(len(v) for v in self.weak.values() if isinstance(v, PointLabels))
-        return {"images": len(train.images), "boxes": boxes, "points": points, "full_boxes": full,
+        return {"labelled": boxes + points, "total": full, "images": len(train.images), "boxes": boxes,
+                "points": points, "full_boxes": full,
                 "fraction": (boxes + points) / max(full, 1)}
 
     def coco_ids(self, split: str) -> tuple[dict[str, int], list[int]]:

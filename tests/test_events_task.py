@@ -241,7 +241,6 @@ def test_synthetic_config_fits_tests_and_predicts_through_the_cli(tmp_path, monk
     assert main(["fit", *tiny, "--trainer.max_epochs", "1"]) == 0
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert main(["test", *tiny]) == 0
-    assert main(["predict", *tiny, "--trainer.callbacks+=vision.tasks.events.EventPredictionWriter",
-                 "--trainer.callbacks.folder=run1"]) == 0
+    assert main(["predict", *tiny, "--model.init_args.prediction_folder=run1"]) == 0
     written = list((tmp_path / "cache").glob("synthetic/events/*/test/*/run1/*.png"))
     assert len(written) == 3 and read_label_png(written[0]).shape == (32, 40)  # labels at 300, 400, 500 ms

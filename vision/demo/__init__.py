@@ -1,0 +1,1 @@
+"""The demo behind `sparsevision demo`: sparse vs full labels on all three sensors."""
