@@ -11,6 +11,7 @@ runs a CI-sized version of every row into ``outputs/benchmarks-quick/`` (never i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -23,6 +24,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("suite", choices=[*SUITES, "report"])
     parser.add_argument("--quick", action="store_true", help="CI-sized rows into outputs/benchmarks-quick/")
     parser.add_argument("--rows", nargs="*", default=None, help="only these rows (default: all)")
+    parser.add_argument("--seeds", nargs="*", type=int, default=None,
+                        help="only these label seeds of multi-seed rows (the rest can be run later)")
     parser.add_argument("--force", action="store_true", help="rerun rows that already have a JSON file")
     parser.add_argument("--folder", default=None, help="where row JSON files go (default docs/benchmarks)")
     parser.add_argument("--runs", default="outputs/benchmarks", help="run folders (checkpoints, logs)")
@@ -39,6 +42,8 @@ def main(argv: list[str]) -> int:
 
     suite = {"pointcloud": pointcloud}[args.suite]
     rows = [row for row in suite.rows(quick=args.quick) if args.rows is None or row.name in args.rows]
+    if args.seeds is not None:
+        rows = [dataclasses.replace(row, seeds=tuple(s for s in row.seeds if s in args.seeds)) for row in rows]
     if not rows:
         print(f"sparsevision benchmark: no rows match {args.rows}", file=sys.stderr)
         return 2
