@@ -63,14 +63,6 @@ def write_blocks_recording(folder: Path, rng: np.random.Generator, num_labels: i
     (folder / "timestamps.txt").write_text("".join(f"{T0 + (k + 1) * 100_000}\n" for k in range(num_labels)))
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny convolutions run fastest on one thread; two threads on a shared, loaded CPU spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture
 def datamodule(tmp_path, monkeypatch) -> EventSegmentationDataModule:

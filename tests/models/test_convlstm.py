@@ -14,14 +14,6 @@ GATE_I, GATE_F, GATE_O, GATE_G = 0, 1, 2, 3  # rows of the gate convolution
 FROM_X, FROM_H = 0, 1  # its input columns: [x, h]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: thread start-up costs more than it saves (and 20x more on a loaded machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def hand_cell() -> ConvLSTMCell:
     """1 -> 1 channel, 1x1 kernel: i = sigmoid(x), f = 0.75, o = sigmoid(h), g = 0.6."""

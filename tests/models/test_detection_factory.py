@@ -10,15 +10,6 @@ from vision.errors import DataError
 from vision.models.detection.factory import build_detector
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machine is shared: one intra-op thread avoids oversubscription stalls.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(arch: str = "fcos", **kwargs):
     torch.manual_seed(0)
     return build_detector(arch, num_classes=3, min_size=64, max_size=64, fpn_channels=64, **kwargs)

@@ -9,15 +9,6 @@ from vision.errors import DataError
 from vision.models.events import EventUNet, ProjectionHead
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: thread start-up costs more than it saves (and 20x more on a loaded machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def identity_head() -> ProjectionHead:
     """2 -> 2 -> 2 with identity 1x1 convolutions and no norm: output = normalize(relu(x))."""
     head = ProjectionHead(in_dim=2, out_dim=2, hidden=2, norm="none")

@@ -10,15 +10,6 @@ from vision.errors import DataError
 from vision.models.events import EventUNet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: thread start-up costs more than it saves (and 20x more on a loaded machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_unet(**kwargs) -> EventUNet:
     torch.manual_seed(0)
     options = {"in_channels": 5, "num_classes": 3, "base_channels": 4, "depth": 4} | kwargs

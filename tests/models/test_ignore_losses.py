@@ -18,14 +18,6 @@ from vision.models.detection.factory import build_detector
 STOCK = {"transform": GeneralizedRCNNTransform, "rpn": RegionProposalNetwork, "roi_heads": RoIHeads}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machine is shared: one intra-op thread avoids oversubscription stalls.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny(arch: str):
     torch.manual_seed(0)

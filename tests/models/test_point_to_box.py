@@ -13,14 +13,6 @@ from vision.models.detection.point_to_box import PointToBoxMIL, mean_size_boxes,
 COLOURS = torch.tensor([[0.9, 0.25, 0.2], [0.2, 0.35, 0.9]])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machine is shared: one intra-op thread avoids oversubscription stalls.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def toy_images(count: int, generator: torch.Generator, size: int = 64, per_image: int = 2):
     """Solid rectangles (8-32 px, class = colour) on a striped noisy background, one random point each."""

@@ -18,15 +18,6 @@ from vision.models.pointcloud.randla import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, more threads spin-wait and run ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def make_batch(num_points: int = 256, batch_size: int = 2, k: int = 8, num_layers: int = 2) -> dict:
     """Random clouds through build_pyramid + collate_pyramids, features = xyz, as a DataLoader would."""
     rng = np.random.default_rng(0)

@@ -10,16 +10,6 @@ from vision.errors import DataError
 from vision.models.pointcloud import SQN, SQNQueryHead, build_pyramid, collate_pyramids
 from vision.models.pointcloud.sqn_head import interpolate_features, knn_query
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, more threads spin-wait and run ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # A 1D toy on the x axis: points at x = 0, 1, 3 carry the features 0, 10, 30.
 LINE_XYZ = torch.tensor([[[0.0, 0, 0], [1.0, 0, 0], [3.0, 0, 0]]])  # (1, 3, 3)
 LINE_FEATURES = torch.tensor([[[0.0, 10.0, 30.0]]])  # (1, D=1, N=3)

@@ -58,3 +58,10 @@ class SegmentationScores(MulticlassConfusionMatrix):
             if not torch.isnan(value):
                 out[f"{stage}/iou/{name}"] = value
         return out
+
+    def log_to(self, module, stage: str) -> None:
+        """Log :meth:`log_dict` from a LightningModule (``<stage>/miou`` on the progress bar), then reset."""
+        scores = self.log_dict(stage)
+        module.log(f"{stage}/miou", scores.pop(f"{stage}/miou"), prog_bar=True)
+        module.log_dict(scores)
+        self.reset()

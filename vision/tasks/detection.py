@@ -25,7 +25,6 @@ Metrics against the FULL boxes: torchmetrics ``MeanAveragePrecision`` (COCO mAP)
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -35,6 +34,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_iou, clip_boxes_to_image, remove_small_boxes
 
 from vision.engine.ema_teacher import EMATeacher
+from vision.engine.schedules import warmup_cosine
 from vision.losses.pseudo_positive import mine_pseudo_positives
 from vision.models.detection.factory import Detector, build_detector
 from vision.tasks.detection_points import PointToBoxOnDetector, matched_box_iou, prior_boxes
@@ -312,16 +312,7 @@ class DetectionTask(L.LightningModule):
                                         weight_decay=self.hparams.weight_decay)
         else:
             optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = max(int(self.hparams.warmup_steps), 0)
-
-        def factor(step: int) -> float:
-            if step < warmup:  # linear warm-up from 1% (from-scratch detectors diverge at full lr)
-                return 0.01 + 0.99 * step / warmup
-            t = min((step - warmup) / max(total - warmup, 1), 1.0)
-            return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = warmup_cosine(optimizer, self.trainer.estimated_stepping_batches, self.hparams.warmup_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from datamodules.formats.dsec import write_label_png
 from vision.engine.dual_student import DualStudent, reinitialised_copy
+from vision.engine.schedules import warmup_cosine
 from vision.errors import DataError
 from vision.labels.types import IGNORE_INDEX
 from vision.losses.partial_cross_entropy import PartialCrossEntropy
@@ -205,17 +206,13 @@ class EventSegmentation(L.LightningModule):
         self._score(batch, self.val_scores)
 
     def on_validation_epoch_end(self) -> None:
-        scores = self.val_scores.log_dict("val")
-        self.log("val/miou", scores.pop("val/miou"), prog_bar=True)
-        self.log_dict(scores)
-        self.val_scores.reset()
+        self.val_scores.log_to(self, "val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._score(batch, self.test_scores)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_scores.log_dict("test"))
-        self.test_scores.reset()
+        self.test_scores.log_to(self, "test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """``{"sample_id": [B ids], "label": (B, H, W) int64, "confidence": (B, H, W) float}`` from student A."""
@@ -232,9 +229,7 @@ class EventSegmentation(L.LightningModule):
     def configure_optimizers(self):
         parameters = [p for p in self.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * min(step / total, 1.0))))
+        scheduler = warmup_cosine(optimizer, self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from datamodules.pointcloud_crops import PreparedScene, predict_scene, view_batch
 from vision.engine.ema_teacher import EMATeacher
+from vision.engine.schedules import warmup_cosine
 from vision.labels.types import IGNORE_INDEX
 from vision.losses.consistency import ConsistencyLoss
 from vision.losses.partial_cross_entropy import PartialCrossEntropy, class_weights_from_counts
@@ -174,17 +175,13 @@ class PointCloudSegmentation(L.LightningModule):
         self._score(scene, self.val_scores)
 
     def on_validation_epoch_end(self) -> None:
-        scores = self.val_scores.log_dict("val")
-        self.log("val/miou", scores.pop("val/miou"), prog_bar=True)
-        self.log_dict(scores)
-        self.val_scores.reset()
+        self.val_scores.log_to(self, "val")
 
     def test_step(self, scene: PreparedScene, batch_idx: int) -> None:
         self._score(scene, self.test_scores)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_scores.log_dict("test"))
-        self.test_scores.reset()
+        self.test_scores.log_to(self, "test")
 
     def predict_step(self, scene: PreparedScene, batch_idx: int) -> dict:
         """``{"sample_id": [id], "label": [(N,)], "confidence": [(N,)]}`` on original points."""
@@ -206,7 +203,5 @@ class PointCloudSegmentation(L.LightningModule):
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr,
                                       weight_decay=self.hparams.weight_decay)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(step / total, 1.0))))
+        scheduler = warmup_cosine(optimizer, self.trainer.estimated_stepping_batches, floor=0.02)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
