@@ -126,6 +126,8 @@ class PointCloudDataModule(L.LightningDataModule):
         seed: seed of crop selection and augmentation.
         num_workers: dataloader worker processes.
         predict_split: split read by ``predict`` (``train`` for self-training rounds).
+        score_unlabelled_only: val/test scenes that are also training scenes (label propagation on one
+            tile) are scored only on the points without a weak label.
     """
 
     def __init__(self, data_root: Optional[str] = None, splits: Optional[dict[str, list[str]]] = None,
@@ -135,7 +137,7 @@ class PointCloudDataModule(L.LightningDataModule):
                  num_views: int = 2, augment: Optional[ViewAugment] = None, num_layers: int = 4, k: int = 16,
                  sub_ratios: tuple[int, ...] = (4, 4, 4, 4), weak_labels: Optional[WeakLabelProtocol] = None,
                  weak_label_seed: int = 0, weak_label_file: Optional[str] = None, seed: int = 0,
-                 num_workers: int = 0, predict_split: str = "test") -> None:
+                 num_workers: int = 0, predict_split: str = "test", score_unlabelled_only: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augment", "weak_labels", "class_names"])
         self.augment = augment if augment is not None else ViewAugment()
@@ -230,6 +232,20 @@ class PointCloudDataModule(L.LightningDataModule):
                         raise DataError(self.hparams.weak_label_file or "weak labels",
                                         f"no weak labels for scene '{scene.scene_id}'")
                     scene.target = weak_target(scene, labels.index, labels.class_id)
+        if self.hparams.score_unlabelled_only:
+            self._hide_weak_labels_from_scoring()
+
+    def _hide_weak_labels_from_scoring(self) -> None:
+        """Label propagation setting: a scene trained on is scored only on the points it was not given."""
+        weak = self.weak if self.weak is not None else self.weak_label_set()
+        if weak is None:
+            return
+        for split in ("val", "test"):
+            for scene in self.scenes(split):
+                labels = weak.labels.get(scene.scene_id)
+                if labels is not None and scene.full_labels is not None:
+                    scene.full_labels = scene.full_labels.copy()
+                    scene.full_labels[labels.index] = IGNORE_INDEX
 
     def label_budget(self) -> dict:
         """Labels used for training: ``{"labelled": n, "total": n, "fraction": f}`` over original points."""

@@ -105,3 +105,15 @@ def test_short_training_beats_twice_the_best_constant_prediction(room_root):
     present = np.unique(labels)
     best_constant = max(np.mean(labels == c) for c in present) / len(present)  # IoU of the majority class / C
     assert miou >= 2 * best_constant, (miou, best_constant)
+
+
+def test_label_propagation_scores_only_the_points_not_given(room_root):
+    root, room = room_root
+    datamodule = make_datamodule(root, weak_labels=Count(20), splits={s: ["train/*"] for s in ("train", "val", "test")},
+                                 score_unlabelled_only=True)
+    datamodule.setup("fit")
+    given = datamodule.weak["train/room"].index
+    scored = datamodule.scenes("test")[0].full_labels
+    assert (scored[given] == IGNORE_INDEX).all()
+    assert np.array_equal(np.delete(scored, given), np.delete(room["semantic"], given))
+    assert np.array_equal(datamodule.scenes("train")[0].full_labels, room["semantic"])  # training copy untouched
