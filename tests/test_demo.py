@@ -42,7 +42,7 @@ def test_quick_demo_writes_a_finite_report_with_pictures_for_every_task(tmp_path
         sparse, full = float(cells[3]), float(cells[4])
         assert math.isfinite(sparse) and math.isfinite(full) and 0 <= sparse <= 1 and 0 <= full <= 1
         assert re.match(r"[\d,]+ of [\d,]+ \(", cells[5])  # label counts, not only a percentage
-    assert report.count("sparsevision fit --config") == 6  # the command of every run
+    assert len(re.findall(r"- (sparse|full) run: `sparsevision fit --config", report)) == 6  # every run's command
     for name in ("pointcloud", "events", "detection"):
         pictures = sorted(out.glob(f"{name}-*.png"))
         assert pictures and all(p.stat().st_size > 10_000 for p in pictures)
