@@ -59,3 +59,25 @@ def test_pseudo_labels_on_images_use_pixel_coordinates():
     # pixel (x=1, y=0) is human-labelled; (x=1, y=1) is below min_confidence
     assert pseudo.xy.tolist() == [[0.0, 0.0], [0.0, 1.0]]
     assert pseudo.class_id.tolist() == [1, 0]
+
+
+@pytest.mark.slow
+def test_one_round_on_the_point_cloud_task(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEVISION_CACHE", str(tmp_path / "cache"))
+    config = Path(__file__).resolve().parents[1] / "configs" / "pointcloud" / "sqn-synthetic-0.1pct.yaml"
+    out = tmp_path / "st"
+    assert selftrain.main([
+        "--config", str(config), "--rounds", "1", "--top-fraction", "0.001", "--out", str(out),
+        "--data.init_args.synthetic={num_train: 2, num_val: 1, num_test: 1, points_per_room: [5000, 6000]}",
+        "--data.init_args.crop_points=1024", "--data.init_args.crops_per_epoch=4", "--data.init_args.num_workers=0",
+        "--trainer.max_epochs=1", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false"]) == 0
+    weak = WeakLabelSet.load(out / "round1")
+    assert weak.counts()["pseudo"] > 0 and weak.counts()["human"] > 0
+    for sample_id in weak:
+        labels = weak[sample_id]
+        human = set(labels.index[labels.source == HUMAN].tolist())
+        assert human.isdisjoint(labels.index[labels.source == PSEUDO].tolist())
+    assert sorted(weak) == ["train/train_000", "train/train_001"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0.0 <= summary[0]["pseudo_precision"] <= 1.0
+    assert not list((out / "round0").glob("**/*.pred.ply"))  # selftrain writes no prediction files
