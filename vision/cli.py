@@ -99,22 +99,19 @@ def _lightning_cli_class():
     return SparseVisionCLI
 
 
-def run_lightning(argv: Sequence[str]) -> int:
-    """Run a LightningCLI subcommand (``fit``, ``validate``, ``test``, ``predict``)."""
+def _make_cli(argv: Sequence[str], run: bool):
+    """The project's LightningCLI on ``argv`` (models and datamodules by ``class_path``, seed 0 by default)."""
     import warnings
 
     # args are always given explicitly (tools/*.py prepend the subcommand); the warning is noise
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-    cli_class = _lightning_cli_class()
-    cli_class(
-        model_class=None,
-        datamodule_class=None,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        args=list(argv),
-        auto_configure_optimizers=True,
-    )
+    return _lightning_cli_class()(model_class=None, datamodule_class=None, subclass_mode_model=True,
+                                  subclass_mode_data=True, seed_everything_default=0, args=list(argv), run=run)
+
+
+def run_lightning(argv: Sequence[str]) -> int:
+    """Run a LightningCLI subcommand (``fit``, ``validate``, ``test``, ``predict``)."""
+    _make_cli(argv, run=True)
     return 0
 
 
@@ -125,12 +122,7 @@ def build_cli(argv: Sequence[str]):
     returned LightningCLI has ``.model``, ``.datamodule`` and ``.trainer``, for tools such as
     ``selftrain`` that chain several Lightning calls.
     """
-    import warnings
-
-    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-    cli_class = _lightning_cli_class()
-    return cli_class(model_class=None, datamodule_class=None, subclass_mode_model=True, subclass_mode_data=True,
-                     seed_everything_default=0, args=list(argv), run=False)
+    return _make_cli(argv, run=False)
 
 
 def run_tool(name: str, argv: Sequence[str]) -> int:
