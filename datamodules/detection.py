@@ -29,12 +29,13 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from datamodules.formats.coco import coco_id_maps, read_coco, write_coco_results
 from datamodules.formats.detection_common import DetectionDataset, ImageRecord, refuse_existing
 from datamodules.formats.voc import read_voc
 from datamodules.formats.yolo import read_yolo
+from datamodules.sampling import EpochSampler
 from datamodules.transforms.detection_augment import DetectionAugment, DetectionViews
 from vision.errors import DataError
 from vision.labels.protocols import WeakLabelProtocol
@@ -71,27 +72,6 @@ def load_image(path: Path, image_size: ImageSize) -> tuple[np.ndarray, np.ndarra
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float().div_(255.0)
-
-
-class EpochSampler(Sampler[int]):
-    """Shuffled global indices ``epoch * N + i``: item ``i`` of epoch ``e`` is augmented from ``(seed, e, i)``.
-
-    The order is seeded by ``(seed, epoch)`` only, so a resumed run sees the same batches as an
-    uninterrupted one on any number of workers (Lightning calls :meth:`set_epoch`).
-    """
-
-    def __init__(self, length: int, seed: int) -> None:
-        self.length, self.seed, self.epoch = int(length), int(seed), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __iter__(self) -> Iterator[int]:
-        order = sample_rng(self.seed, f"order-epoch-{self.epoch}").permutation(self.length)
-        return iter((self.epoch * self.length + order).tolist())
-
-    def __len__(self) -> int:
-        return self.length
 
 
 class DetectionImages(Dataset):

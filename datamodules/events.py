@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.formats.dsec import DSECEvents, DSECSemanticSequence, read_dsec_semantic_sequence
 from datamodules.formats.events_common import EventArray, reversed_stream, slice_by_count
-from datamodules.pointcloud import EpochSampler
+from datamodules.sampling import EpochSampler
 from datamodules.transforms.event_representations import voxel_grid
 from vision.errors import DataError
 from vision.labels.conversions import points_to_mask

@@ -20,7 +20,7 @@ from typing import Optional
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from datamodules.formats.pointcloud_io import read_point_cloud
 from datamodules.pointcloud_crops import (
@@ -32,6 +32,7 @@ from datamodules.pointcloud_crops import (
     prepare_scene,
     weak_target,
 )
+from datamodules.sampling import EpochSampler
 from vision.errors import DataError
 from vision.labels.protocols import WeakLabelProtocol
 from vision.labels.resolve import resolve_weak_labels
@@ -39,26 +40,6 @@ from vision.labels.seeding import sample_rng
 from vision.labels.types import IGNORE_INDEX, DenseLabels
 
 SPLITS = ("train", "val", "test")
-
-
-class EpochSampler(Sampler[int]):
-    """Yields global crop numbers ``epoch * length + j``, so crop ``j`` of epoch ``e`` is seeded by both.
-
-    Lightning calls :meth:`set_epoch` before each epoch; a resumed run therefore draws the same crops
-    as an uninterrupted one, whatever the number of dataloader workers.
-    """
-
-    def __init__(self, length: int) -> None:
-        self.length, self.epoch = length, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.epoch * self.length, (self.epoch + 1) * self.length))
-
-    def __len__(self) -> int:
-        return self.length
 
 
 class TrainingCrops(Dataset):
@@ -190,7 +171,8 @@ class PointCloudDataModule(L.LightningDataModule):
         return None
 
     # ---------------------------------------------------------------- labels
-    def _read(self, path: Path):
+    def read_scene(self, path: Path):
+        """One scene file as read (original point order), checked against ``num_classes``."""
         scene = read_point_cloud(path, **(self.hparams.reader_options or {}))
         labels = scene.semantic
         if labels is not None and labels.max(initial=-1) >= self.num_classes:
@@ -200,7 +182,7 @@ class PointCloudDataModule(L.LightningDataModule):
     def full_labels(self, split: str = "train") -> Iterator[tuple[str, DenseLabels]]:
         """``(scene_id, full labels)`` of a split, in the reader's original point order."""
         for path in self.scene_files(split):
-            scene = self._read(path)
+            scene = self.read_scene(path)
             if scene.semantic is None:
                 raise DataError(path, "scene has no labels; sparse training needs labels to sparsify")
             yield self.scene_id(path), DenseLabels(scene.semantic, scene.instance)
@@ -216,7 +198,7 @@ class PointCloudDataModule(L.LightningDataModule):
         if split not in self._scenes:
             prepared = []
             for path in self.scene_files(split):
-                scene = self._read(path)
+                scene = self.read_scene(path)
                 prepared.append(prepare_scene(self.scene_id(path), scene.coords, scene.colors, scene.semantic,
                                               self.hparams.voxel_size, self.num_classes, str(path)))
             self._scenes[split] = prepared
