@@ -63,7 +63,7 @@ def run_knn_row(row: Row, seed: int, ks: tuple[int, ...] = (1, 3, 5, 10, 20)) ->
     def score(split: str, k: int) -> tuple[np.ndarray, int]:
         total, labelled = np.zeros((num_classes, num_classes), np.int64), 0
         for path in datamodule.scene_files(split):
-            scene = datamodule._read(path)
+            scene = datamodule.read_scene(path)
             weak = Ratio(ratio).draw(_dense(scene.semantic), seed, datamodule.scene_id(path))
             predicted = knn_vote(standardised_features(scene.coords, scene.colors), weak.index, weak.class_id,
                                  k, num_classes)

@@ -45,7 +45,7 @@ def pointcloud_pictures(models: dict, out: Path) -> list[Path]:
 
 
 def _original_coords(datamodule, split: str, index: int) -> np.ndarray:
-    return datamodule._read(datamodule.scene_files(split)[index]).coords
+    return datamodule.read_scene(datamodule.scene_files(split)[index]).coords
 
 
 def events_pictures(models: dict, out: Path) -> list[Path]:
