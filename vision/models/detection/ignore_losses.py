@@ -89,6 +89,16 @@ class _CandidatesMixin:
         features = self.backbone(image_list.tensors)
         return image_list, list(features.values()), original_sizes
 
+    def _top_candidates(self, scores: Tensor, regression: Tensor, anchors: list[Tensor], image_list,
+                        original_sizes, topk: int, decode) -> list[tuple[Tensor, Tensor]]:
+        """Shared second half: per image the ``topk`` anchors of ``scores (N, HWA)``, decoded and clipped."""
+        boxes_out, scores_out = [], []
+        for i, size in enumerate(image_list.image_sizes):
+            best, idx = _topk_per_image(scores[i], topk)
+            boxes_out.append(clip_boxes_to_image(decode(regression[i][idx], anchors[i][idx]), size))
+            scores_out.append(best)
+        return _rescale_candidates(boxes_out, scores_out, image_list.image_sizes, original_sizes)
+
 
 class IgnoreAwareRetinaNet(_CandidatesMixin, RetinaNet):
     """torchvision ``RetinaNet`` whose ``compute_loss`` honours ``targets[i]["ignore_boxes"]``."""
@@ -123,13 +133,8 @@ class IgnoreAwareRetinaNet(_CandidatesMixin, RetinaNet):
         head_outputs = self.head(features)
         anchors = self.anchor_generator(image_list, features)
         scores = torch.sigmoid(head_outputs["cls_logits"]).max(dim=-1).values  # (N, HWA)
-        boxes_out, scores_out = [], []
-        for i, size in enumerate(image_list.image_sizes):
-            best, idx = _topk_per_image(scores[i], topk)
-            boxes = self.box_coder.decode_single(head_outputs["bbox_regression"][i][idx], anchors[i][idx])
-            boxes_out.append(clip_boxes_to_image(boxes, size))
-            scores_out.append(best)
-        return _rescale_candidates(boxes_out, scores_out, image_list.image_sizes, original_sizes)
+        return self._top_candidates(scores, head_outputs["bbox_regression"], anchors, image_list, original_sizes,
+                                    topk, self.box_coder.decode_single)
 
 
 class IgnoreAwareFCOSHead(FCOSHead):
@@ -192,13 +197,8 @@ class IgnoreAwareFCOS(_CandidatesMixin, FCOS):
         anchors = self.anchor_generator(image_list, features)
         scores = torch.sqrt(torch.sigmoid(head_outputs["cls_logits"]).max(dim=-1).values
                             * torch.sigmoid(head_outputs["bbox_ctrness"][..., 0]))  # (N, HWA)
-        boxes_out, scores_out = [], []
-        for i, size in enumerate(image_list.image_sizes):
-            best, idx = _topk_per_image(scores[i], topk)
-            boxes = self.box_coder.decode(head_outputs["bbox_regression"][i][idx], anchors[i][idx])
-            boxes_out.append(clip_boxes_to_image(boxes, size))
-            scores_out.append(best)
-        return _rescale_candidates(boxes_out, scores_out, image_list.image_sizes, original_sizes)
+        return self._top_candidates(scores, head_outputs["bbox_regression"], anchors, image_list, original_sizes,
+                                    topk, self.box_coder.decode)
 
 
 class IgnoreAwareRPN(RegionProposalNetwork):
