@@ -81,3 +81,15 @@ def test_one_round_on_the_point_cloud_task(tmp_path, monkeypatch):
     summary = json.loads((out / "summary.json").read_text())
     assert 0.0 <= summary[0]["pseudo_precision"] <= 1.0
     assert not list((out / "round0").glob("**/*.pred.ply"))  # selftrain writes no prediction files
+
+
+def test_human_pixels_are_found_with_the_same_rounding_as_the_training_targets():
+    from vision.labels.conversions import points_to_mask
+
+    human = PointLabels(class_id=[1], xy=[[0.5, 0.0]])  # a half-pixel click: rounds up to x = 1
+    weak = WeakLabelSet({"f": human}, "events", {"name": "per_class"}, 0, "0" * 64)
+    label = np.array([[1, 1]], np.int64)
+    confidence = np.array([[0.9, 0.99]], np.float32)
+    pseudo = selftrain.pseudo_labels_from_predictions({"f": (label, confidence)}, weak, 2, 1.0, 0.0)["f"]
+    target_pixel = np.argwhere(points_to_mask(human, (1, 2)) == 1).tolist()
+    assert target_pixel == [[0, 1]] and pseudo.xy.tolist() == [[0.0, 0.0]]

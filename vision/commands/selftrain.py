@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from vision.errors import DataError
+from vision.labels.conversions import pixel_of
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +52,17 @@ def _cli(configs: list[str], overrides: list[str], run_dir: Path, weak_file: Pat
     return build_cli(args)
 
 
+def flat_positions(labels, shape: tuple[int, ...]) -> np.ndarray:
+    """Positions of point labels in a flattened ``(N,)`` cloud or ``(H, W)`` frame.
+
+    Pixels use :func:`vision.labels.conversions.pixel_of`, the rounding that built the training targets.
+    """
+    if labels.is_3d:
+        return labels.index
+    cols, rows = pixel_of(labels.xy).T
+    return rows * shape[1] + cols
+
+
 def pseudo_labels_from_predictions(predictions: dict, weak, num_classes: int, top_fraction: float,
                                    min_confidence: float) -> dict:
     """Per sample, the confident predictions outside the human labels as ``PointLabels(source=PSEUDO)``."""
@@ -63,12 +75,7 @@ def pseudo_labels_from_predictions(predictions: dict, weak, num_classes: int, to
         human = np.zeros(flat_label.shape[0], bool)
         labels = weak.labels.get(sample_id) if weak is not None else None
         if labels is not None:
-            human_rows = labels.source == HUMAN
-            if labels.is_3d:
-                human[labels.index[human_rows]] = True
-            else:
-                xy = np.rint(labels.xy[human_rows]).astype(np.int64)
-                human[xy[:, 1] * label.shape[1] + xy[:, 0]] = True
+            human[flat_positions(labels.select(labels.source == HUMAN), label.shape)] = True
         keep = select_confident_per_class(flat_label, flat_conf, num_classes, top_fraction, min_confidence,
                                           exclude=human)
         position = np.flatnonzero(keep)
@@ -87,11 +94,9 @@ def pseudo_precision(pseudo: dict, datamodule) -> float | None:
     except (DataError, AttributeError, NotImplementedError):
         return None
     for sample_id, labels in pseudo.items():
-        truth = full[sample_id].semantic.reshape(-1)
-        position = labels.index if labels.is_3d else (
-            np.rint(labels.xy[:, 1]).astype(np.int64) * full[sample_id].semantic.shape[1]
-            + np.rint(labels.xy[:, 0]).astype(np.int64))
-        correct += int((truth[position] == labels.class_id).sum())
+        truth = full[sample_id].semantic
+        position = flat_positions(labels, truth.shape)
+        correct += int((truth.reshape(-1)[position] == labels.class_id).sum())
         total += len(labels)
     return correct / total if total else None
 
