@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -28,13 +29,15 @@ class TaskResult:
     train_seconds: dict
     pictures: list[Path] = field(default_factory=list)
     full_converged: Optional[bool] = None
+    steps: Optional[int] = None
 
     def ratio_line(self) -> str:
         key, floor, shown = FLOORS[self.task]
         if self.full >= floor and self.full_converged:
             return f"sparse / full = {self.sparse / self.full:.3f} ({self.sparse:.3f} / {self.full:.3f})"
-        return (f"no sparse/full ratio: this short schedule's full-label {shown} {self.full:.3f} is below the "
-                f"{floor:.2f} floor or not converged; see the converged numbers in docs/BENCHMARKS.md")
+        return (f"no sparse/full ratio: the schedule was short ({self.steps} steps), so the full-label run "
+                f"({shown} {self.full:.3f}) is below the {floor:.2f} floor or not converged; see the converged "
+                "numbers in docs/BENCHMARKS.md (embedded below)")
 
 
 def _budget(budget: dict) -> str:
@@ -43,16 +46,19 @@ def _budget(budget: dict) -> str:
     return ", ".join(f"{k}: {v}" for k, v in budget.items())
 
 
-def markdown(results: list[TaskResult], timings: dict, benchmarks_md: Optional[str]) -> str:
+def markdown(results: list[TaskResult], timings: dict, benchmarks_md: Optional[str],
+             plots: Sequence[Path] = ()) -> str:
+    """The report as Markdown: the table, timings, per-task commands and pictures, benchmark plots."""
     lines = ["# sparsevision demo", "",
              "Each task trains the same short schedule twice on the built-in synthetic data — once from sparse "
              "labels with the sparse-label engine, once from full labels — and scores both on the test split "
-             "against the full labels.", "",
-             "| task | labels | metric | sparse | full | labels used (sparse) | labels used (full) | seed |",
-             "|---|---|---|---|---|---|---|---|"]
+             "against the full labels. The schedules are minutes long, far from converged: the pictures show "
+             "what a few minutes of training learn; the converged comparison is in docs/BENCHMARKS.md.", "",
+             "| task | labels | steps | metric | sparse | full | labels used (sparse) | labels used (full) | seed |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r.task} | {r.description} | {r.metric_name} | {r.sparse:.3f} | {r.full:.3f} | "
-                     f"{_budget(r.sparse_budget)} | {_budget(r.full_budget)} | {r.seed} |")
+        lines.append(f"| {r.task} | {r.description} | {r.steps} | {r.metric_name} | {r.sparse:.3f} | "
+                     f"{r.full:.3f} | {_budget(r.sparse_budget)} | {_budget(r.full_budget)} | {r.seed} |")
     lines += ["", "## Timing", ""] + [f"- {name}: {seconds:.0f} s" for name, seconds in timings.items()]
     for r in results:
         lines += ["", f"## {r.task}", "", f"- {r.ratio_line()}",
@@ -61,6 +67,8 @@ def markdown(results: list[TaskResult], timings: dict, benchmarks_md: Optional[s
         lines += [f"![{p.stem}]({p.name})" for p in r.pictures]
     if benchmarks_md:
         lines += ["", "## Converged benchmarks (docs/BENCHMARKS.md)", "", benchmarks_md]
+    if plots:
+        lines += ["", "## Label-efficiency plots (docs/benchmarks/)", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(lines) + "\n"
 
 
