@@ -154,20 +154,23 @@ class ViewAugment:
 
 def make_crop(scene: PreparedScene, centre: np.ndarray, crop_points: int, rng: np.random.Generator,
               augment: ViewAugment, num_views: int = 1, num_layers: int = 4, k: int = 16,
-              sub_ratios: tuple[int, ...] = (4, 4, 4, 4)) -> dict:
+              sub_ratios: tuple[int, ...] = (4, 4, 4, 4), query_k: int = 0) -> dict:
     """One training or inference crop with ``num_views`` augmented views sharing a pyramid.
 
     Returns a dict of numpy arrays: ``point_index (N,)`` into the scene's sub-cloud, ``target (N,)``,
     the shared pyramid indices (``neighbors``, ``subsample``, ``upsample``) and per view ``v``:
     ``xyz`` (list for view 0, ``view{v}_xyz`` for the others) and ``features`` / ``view{v}_features``
-    ``(N, 6)``.
+    ``(N, 6)``; with ``query_k > 0`` also ``query``, the SQN head's neighbours (see
+    :func:`~vision.models.pointcloud.pyramid.build_pyramid`).
     """
     index = crop_indices(scene, centre, crop_points, rng)
     local = scene.coords[index] - np.array([centre[0], centre[1], 0.0], np.float32)
     pyramid = build_pyramid(local, num_layers=num_layers, k=k, sub_ratios=sub_ratios, rng=rng,
-                            source=scene.scene_id)
+                            source=scene.scene_id, query_k=query_k)
     crop = {"point_index": index, "target": scene.target[index],
             "neighbors": pyramid["neighbors"], "subsample": pyramid["subsample"], "upsample": pyramid["upsample"]}
+    if query_k > 0:
+        crop["query"] = pyramid["query"]
     for view in range(num_views):
         matrix = augment.matrix(rng)
         levels = [level @ matrix.T for level in pyramid["xyz"]]
@@ -192,8 +195,11 @@ def collate_crops(crops: list[dict]) -> dict:
 def view_batch(batch: dict, view: int) -> dict:
     """The model input of one view from a collated crop batch (shared pyramid indices)."""
     prefix = "" if view == 0 else f"view{view}_"
-    return {"xyz": batch[f"{prefix}xyz"], "features": batch[f"{prefix}features"],
-            "neighbors": batch["neighbors"], "subsample": batch["subsample"], "upsample": batch["upsample"]}
+    inputs = {"xyz": batch[f"{prefix}xyz"], "features": batch[f"{prefix}features"],
+              "neighbors": batch["neighbors"], "subsample": batch["subsample"], "upsample": batch["upsample"]}
+    if "query" in batch:  # shared by the views, like the encoder's (rotation and +-10% scaling hardly move neighbours)
+        inputs["query"] = batch["query"]
+    return inputs
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -211,7 +217,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
 @torch.no_grad()
 def predict_scene(logits_fn, scene: PreparedScene, num_classes: int, crop_points: int, seed: int = 0,
                   batch_size: int = 4, device: Optional[torch.device] = None, num_layers: int = 4, k: int = 16,
-                  sub_ratios: tuple[int, ...] = (4, 4, 4, 4)) -> torch.Tensor:
+                  sub_ratios: tuple[int, ...] = (4, 4, 4, 4), query_k: int = 0) -> torch.Tensor:
     """Class probabilities ``(M, C)`` of every sub-point of a scene, by RandLA-style coverage voting.
 
     The scene is cut into the crops of a coverage plan (so every point is predicted at least once),
@@ -225,7 +231,7 @@ def predict_scene(logits_fn, scene: PreparedScene, num_classes: int, crop_points
     counts = torch.zeros(scene.num_points, dtype=torch.float32)
     identity = ViewAugment(enabled=False)
     for start in range(0, len(centres), batch_size):
-        crops = [make_crop(scene, scene.coords[c], crop_points, rng, identity, 1, num_layers, k, sub_ratios)
+        crops = [make_crop(scene, scene.coords[c], crop_points, rng, identity, 1, num_layers, k, sub_ratios, query_k)
                  for c in centres[start:start + batch_size]]
         batch = collate_crops(crops)
         if device is not None:

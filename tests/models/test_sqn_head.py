@@ -114,3 +114,24 @@ def test_a_tiny_sqn_overfits_two_planes_from_a_few_labelled_points():
         every_point = model(batch, batch["xyz"][0])["logits"].argmax(1)  # inference queries all 512 points
     assert (predicted == targets).float().mean() > 0.95
     assert (every_point == labels).float().mean() > 0.9
+
+
+def test_precomputed_query_neighbours_give_the_same_logits_as_the_head_search():
+    rng = np.random.default_rng(3)
+    clouds = []
+    for _ in range(2):
+        pyramid = build_pyramid(rng.random((256, 3)).astype(np.float32), num_layers=2, k=8, sub_ratios=(4, 4),
+                                rng=rng, query_k=3)
+        pyramid["features"] = rng.random((256, 6)).astype(np.float32)
+        clouds.append(pyramid)
+    batch = collate_pyramids(clouds)
+    assert [tuple(q.shape) for q in batch["query"]] == [(2, 256, 3), (2, 256, 3)]
+    torch.manual_seed(0)
+    model = SQN(6, 4, encoder_kwargs={"dims": [8, 16], "k": 8}, head_kwargs={"hidden": [16], "k": 3}).eval()
+    with torch.no_grad():
+        precomputed = model(batch, batch["xyz"][0])["logits"]
+        searched = model({k: v for k, v in batch.items() if k != "query"}, batch["xyz"][0])["logits"]
+        # other query points than the cloud's own: the precomputed neighbours must not be used
+        shifted = batch["xyz"][0] + 0.0
+        assert torch.allclose(model(batch, shifted)["logits"], searched, atol=1e-5)
+    assert torch.allclose(precomputed, searched, atol=1e-5)

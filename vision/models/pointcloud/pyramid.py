@@ -19,6 +19,10 @@ key           entries (l = 0 .. L-1)        meaning
                                             the window pooled when going down
 ``upsample``  ``(N_l, 1)`` int64            nearest level-(l+1) point of each level-l point:
                                             where a decoder copies features from when going up
+``query``     ``(N_0, q)`` int64            only with ``query_k = q > 0``: the q nearest
+                                            level-(l+1) points of each level-0 point, what the
+                                            SQN head interpolates from (saves its brute-force
+                                            search on every forward pass)
 ============  ===========================  ====================================================
 """
 
@@ -34,7 +38,7 @@ from scipy.spatial import cKDTree
 from vision.errors import DataError
 
 #: Keys of :func:`build_pyramid` whose values are per-level lists.
-PYRAMID_KEYS = ("xyz", "neighbors", "subsample", "upsample")
+PYRAMID_KEYS = ("xyz", "neighbors", "subsample", "upsample", "query")
 
 
 def _validated_coords(coords, source: str) -> np.ndarray:
@@ -66,7 +70,7 @@ def knn_indices(tree: cKDTree, queries: np.ndarray, k: int) -> np.ndarray:
 
 def build_pyramid(coords: np.ndarray, num_layers: int = 4, k: int = 16,
                   sub_ratios: Sequence[int] = (4, 4, 4, 4), rng: Optional[np.random.Generator] = None,
-                  source: str = "<coords>") -> dict:
+                  source: str = "<coords>", query_k: int = 0) -> dict:
     """Random-sampling pyramid of one cloud (RandLA-Net Sec. 3.3); the keys are in the module docstring.
 
     Args:
@@ -77,6 +81,8 @@ def build_pyramid(coords: np.ndarray, num_layers: int = 4, k: int = 16,
         rng: the generator that draws the random subsets (seed it for reproducible batches; None draws
             a fresh unseeded one).
         source: names the cloud in :class:`~vision.errors.DataError` messages.
+        query_k: also store the ``query_k`` nearest points of every coarser level for each input point
+            (key ``query``; 0: not stored).
 
     >>> pyramid = build_pyramid(np.random.rand(64, 3), num_layers=2, k=4, sub_ratios=(4, 2),
     ...                         rng=np.random.default_rng(0))
@@ -89,8 +95,9 @@ def build_pyramid(coords: np.ndarray, num_layers: int = 4, k: int = 16,
         raise ValueError(f"sub_ratios needs {num_layers} entries >= 1, got {tuple(sub_ratios)}")
     rng = np.random.default_rng() if rng is None else rng
     current = _validated_coords(coords, source)
-    pyramid: dict = {key: [] for key in PYRAMID_KEYS}
+    pyramid: dict = {key: [] for key in PYRAMID_KEYS if key != "query" or query_k > 0}
     pyramid["xyz"].append(current)
+    finest = current
     for level in range(num_layers):
         n_next = current.shape[0] // int(sub_ratios[level])
         if n_next < 1:
@@ -101,7 +108,10 @@ def build_pyramid(coords: np.ndarray, num_layers: int = 4, k: int = 16,
         coarser = current[keep]
         pyramid["neighbors"].append(neighbors)
         pyramid["subsample"].append(neighbors[keep])  # the kept points' own neighbourhoods in level l
-        pyramid["upsample"].append(knn_indices(cKDTree(coarser), current, 1))
+        coarser_tree = cKDTree(coarser)
+        pyramid["upsample"].append(knn_indices(coarser_tree, current, 1))
+        if query_k > 0:
+            pyramid["query"].append(knn_indices(coarser_tree, finest, query_k))
         pyramid["xyz"].append(coarser)
         current = coarser
     return pyramid

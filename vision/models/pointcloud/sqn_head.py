@@ -56,17 +56,24 @@ def interpolation_weights(distances: torch.Tensor, weighting: str = "inverse_dis
 
 
 def interpolate_features(query_xyz: torch.Tensor, xyz: torch.Tensor, features: torch.Tensor, k: int = 3,
-                         weighting: str = "inverse_distance", query_chunk_size: int = 1024) -> torch.Tensor:
+                         weighting: str = "inverse_distance", query_chunk_size: int = 1024,
+                         neighbor_index: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Features at query points from their ``k`` nearest points (SQN Sec. 3.2).
 
     ``query_xyz: (B, M, 3)``, ``xyz: (B, N, 3)``, ``features: (B, D, N)`` -> ``(B, D, M)``; the
     queries go ``query_chunk_size`` at a time to bound memory. Gradients flow to ``features``.
+    ``neighbor_index: (B, M, k)``: the queries' k nearest points when already known (precomputed with
+    the pyramid in dataloader workers); None searches them here by brute force.
     """
     table = features.transpose(1, 2)  # (B, N, D): rows to gather
     chunks = []
     for start in range(0, query_xyz.shape[1], query_chunk_size):
         queries = query_xyz[:, start:start + query_chunk_size]
-        distances, index = knn_query(queries, xyz, k)
+        if neighbor_index is None:
+            distances, index = knn_query(queries, xyz, k)
+        else:
+            index = neighbor_index[:, start:start + query_chunk_size]
+            distances = (queries.unsqueeze(2) - gather_neighbors(xyz, index)).norm(dim=-1)
         weights = interpolation_weights(distances, weighting).unsqueeze(-1)  # (B, m, k, 1)
         chunks.append((gather_neighbors(table, index) * weights).sum(dim=2))
     return torch.cat(chunks, dim=1).transpose(1, 2)
@@ -103,20 +110,30 @@ class SQNQueryHead(nn.Module):
         self.classifier = nn.Sequential(*layers, nn.Dropout(dropout), nn.Conv1d(width, num_classes, kernel_size=1))
 
     def query_features(self, query_xyz: torch.Tensor, level_xyz: Sequence[torch.Tensor],
-                       level_features: Sequence[torch.Tensor]) -> torch.Tensor:
-        """``(B, sum(D_l), M)``: every level interpolated at the queries, concatenated."""
+                       level_features: Sequence[torch.Tensor],
+                       level_index: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+        """``(B, sum(D_l), M)``: every level interpolated at the queries, concatenated.
+
+        ``level_index``: per level, ``(B, M, k)`` indices of each query's k nearest level points (the
+        pyramid's ``query`` key); used only when it has this head's ``k``, else searched here.
+        """
         if len(level_xyz) != len(self.level_dims) or len(level_features) != len(self.level_dims):
             raise DataError("<batch>", f"the head expects {len(self.level_dims)} levels, got "
                                        f"{len(level_xyz)} coordinate and {len(level_features)} feature levels")
         if query_xyz.dim() != 3 or query_xyz.shape[-1] != 3:
             raise DataError("<batch>", f"query_xyz must be (B, M, 3), got {tuple(query_xyz.shape)}")
-        parts = [interpolate_features(query_xyz, xyz, features, self.k, self.weighting, self.query_chunk_size)
-                 for xyz, features in zip(level_xyz, level_features)]
+        usable = (level_index is not None and len(level_index) == len(level_xyz)
+                  and all(tuple(i.shape) == (*query_xyz.shape[:2], min(self.k, x.shape[1]))
+                          for i, x in zip(level_index, level_xyz)))
+        indices = level_index if usable else [None] * len(level_xyz)
+        parts = [interpolate_features(query_xyz, xyz, features, self.k, self.weighting, self.query_chunk_size, index)
+                 for xyz, features, index in zip(level_xyz, level_features, indices)]
         return torch.cat(parts, dim=1)
 
     def forward(self, query_xyz: torch.Tensor, level_xyz: Sequence[torch.Tensor],
-                level_features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.query_features(query_xyz, level_xyz, level_features)
+                level_features: Sequence[torch.Tensor],
+                level_index: Optional[Sequence[torch.Tensor]] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.query_features(query_xyz, level_xyz, level_features, level_index)
         return self.classifier(features), features
 
 
@@ -142,5 +159,7 @@ class SQN(nn.Module):
     def forward(self, batch: dict, query_xyz: torch.Tensor) -> dict:
         levels, _ = self.encoder(batch)
         level_xyz = batch["xyz"][1:len(levels) + 1]  # level l's features sit at the (l+1)-th pyramid level
-        logits, features = self.head(query_xyz.to(level_xyz[0].dtype), level_xyz, levels)
+        # the pyramid's precomputed neighbours hold for the cloud's own points only
+        level_index = batch.get("query") if query_xyz is batch["xyz"][0] else None
+        logits, features = self.head(query_xyz.to(level_xyz[0].dtype), level_xyz, levels, level_index)
         return {"logits": logits, "features": features}
