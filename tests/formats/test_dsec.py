@@ -135,3 +135,21 @@ def test_flattened_synthetic_layout_and_count_mismatch(tmp_path):
         read_dsec_semantic_sequence(seq, num_classes=None)
     (seq / "timestamps.txt").write_text(f"{T0 + 1000}\n{T0 + 2000}\n{T0 + 3000}\n")
     assert len(read_dsec_semantic_sequence(seq, num_classes=None)) == 3
+
+
+def test_a_blosc_compressed_file_like_real_dsec_reads_with_hdf5plugin(tmp_path):
+    """Real DSEC events.h5 files use the Blosc filter: readable once hdf5plugin (the `dsec` extra) is in."""
+    hdf5plugin = pytest.importorskip("hdf5plugin", reason="hdf5plugin (pip install 'sparsevision[dsec]') missing")
+    ev, path = stream(), tmp_path / "events.h5"
+    t_rel = np.asarray(ev.t, np.int64) - T0
+    with h5py.File(path, "w") as handle:
+        for name, values, dtype in (("x", ev.x, np.uint16), ("y", ev.y, np.uint16), ("t", t_rel, np.uint32),
+                                    ("p", ev.p, np.uint8)):
+            handle.create_dataset(f"events/{name}", data=np.asarray(values, dtype), **hdf5plugin.Blosc(cname="zstd"))
+        handle.create_dataset("ms_to_idx", data=np.searchsorted(t_rel, np.arange(5) * 1000).astype(np.uint64))
+        handle.create_dataset("t_offset", data=np.int64(T0))
+        assert handle["events/x"]._filters.keys() >= {"32001"}  # the Blosc filter id, not gzip
+    with DSECEvents(path, sensor_size=(6, 8)) as reader:
+        window = reader.slice_time(T0 + 1000, T0 + 3000)
+    assert window.t.tolist() == [T0 + 1000, T0 + 1500, T0 + 2999]
+    assert window.x.tolist() == [3, 4, 5]
