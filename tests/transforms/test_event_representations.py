@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import datamodules.transforms.event_representations as representations
 from datamodules.transforms.event_representations import event_histogram, time_surface, voxel_grid
 
 H, W = 6, 8
@@ -22,9 +23,9 @@ def random_events(n: int = 300, seed: int = 0):
 
 # --- reference loops: one event at a time, straight from the definitions ---------------------------
 
-def voxel_grid_loop(x, y, t, p, num_bins):
+def voxel_grid_loop(x, y, t, p, num_bins, t_range=None):
     grid = np.zeros((num_bins, H, W))
-    t0, t1 = int(t[0]), int(t[-1])
+    t0, t1 = (int(t[0]), int(t[-1])) if t_range is None else t_range
     for xi, yi, ti, pi in zip(x, y, t, p):
         t_star = (num_bins - 1) * (int(ti) - t0) / (t1 - t0)
         for b in range(num_bins):
@@ -80,6 +81,39 @@ def test_voxel_grid_with_a_fixed_time_range_and_torch_minus_one_polarity():
     edges = voxel_grid([0, 1], [0, 0], [50, 550], [1, 1], 5, height=1, width=2, t_range=(100, 500))
     assert edges[0, 0, 0] == pytest.approx(0.5) and edges[4, 0, 1] == pytest.approx(0.5)
     assert edges.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("num_bins", [1, 2, 5])
+def test_voxel_grid_with_events_outside_t_range_equals_the_loop(num_bins):
+    # t_range covers the middle fifth of the events' 50 ms: most events lie far outside it
+    x, y, t, p = random_events()
+    t_range = (int(t[0]) + 20_000, int(t[0]) + 30_000)
+    grid = voxel_grid(x, y, t, p, num_bins, height=H, width=W, t_range=t_range)
+    np.testing.assert_allclose(grid.numpy(), voxel_grid_loop(x, y, t, p, num_bins, t_range), atol=1e-5)
+
+
+def test_voxel_grid_across_cpu_chunks_equals_the_loop(monkeypatch):
+    monkeypatch.setattr(representations, "CPU_CHUNK_EVENTS", 7)  # 300 events: 43 chunks, the last one short
+    x, y, t, p = random_events()
+    np.testing.assert_allclose(voxel_grid(x, y, t, p, 4, height=H, width=W).numpy(),
+                               voxel_grid_loop(x, y, t, p, 4), atol=1e-5)
+
+
+def test_voxel_grid_reads_a_structured_event_array_and_minus_one_polarity():
+    # tonic's layout: the fields of a structured array are strided views; polarity in {-1, 1}
+    x, y, t, p = random_events()
+    events = np.zeros(len(t), dtype=[("x", "<u2"), ("y", "<u2"), ("t", "<i8"), ("p", "<i1")])
+    events["x"], events["y"], events["t"], events["p"] = x, y, t, np.where(p > 0, 1, -1)
+    grid = voxel_grid(events["x"], events["y"], events["t"], events["p"], 3, height=H, width=W)
+    np.testing.assert_allclose(grid.numpy(), voxel_grid_loop(x, y, t, p, 3), atol=1e-5)
+
+
+def test_chunked_cpu_path_equals_the_vectorised_path():
+    x, y, t, p = random_events(seed=3)
+    for t_range in (None, (int(t[0]) + 10_000, int(t[0]) + 40_000)):
+        vectorised = representations._voxel_grid_vectorised(x, y, t, p, 5, H, W, t_range, torch.device("cpu"))
+        torch.testing.assert_close(voxel_grid(x, y, t, p, 5, height=H, width=W, t_range=t_range), vectorised,
+                                   atol=1e-5, rtol=0)
 
 
 def test_voxel_grid_normalize_standardises_nonzero_cells():
