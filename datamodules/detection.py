@@ -20,7 +20,10 @@ Batches are dicts of per-image lists (torchvision detectors take lists of images
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Literal, Optional, Union
 
@@ -31,11 +34,19 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.bad_samples import BadSamples, OnBadSample
+from datamodules.distributed import evaluation_sampler
 from datamodules.formats.coco import coco_id_maps, read_coco, write_coco_results
-from datamodules.formats.detection_common import DetectionDataset, ImageRecord, refuse_existing
+from datamodules.formats.detection_common import (
+    IMAGE_ERRORS,
+    DetectionDataset,
+    ImageRecord,
+    check_image_file,
+    refuse_existing,
+)
 from datamodules.formats.voc import read_voc
 from datamodules.formats.yolo import read_yolo
-from datamodules.sampling import EpochSampler
+from datamodules.sampling import EpochSampler, ResumableDataLoader
 from datamodules.transforms.detection_augment import DetectionAugment, DetectionViews
 from vision.errors import DataError
 from vision.labels.protocols import WeakLabelProtocol
@@ -55,7 +66,7 @@ def load_image(path: Path, image_size: ImageSize) -> tuple[np.ndarray, np.ndarra
     try:
         with Image.open(path) as opened:
             image = opened.convert("RGB")
-    except OSError as error:
+    except IMAGE_ERRORS as error:
         raise DataError(path, f"cannot read the image ({error})") from error
     width, height = image.size
     if image_size is None:
@@ -160,6 +171,10 @@ class DetectionDataModule(L.LightningDataModule):
         num_workers: dataloader worker processes.
         seed: seed of the shuffling order and augmentations.
         predict_split: split read by ``predict`` (``train`` for self-training rounds).
+        on_bad_sample: ``raise`` (default) stops at the first bad image; ``skip`` decodes every image when
+            a split is first read, drops images whose file (or VOC XML / YOLO label file) raises DataError,
+            logs them and counts them in :attr:`skipped_samples` (:mod:`datamodules.bad_samples`).
+            Errors in a split's annotation file itself (COCO JSON, VOC split list) always raise.
     """
 
     def __init__(self, data_root: Optional[str] = None, format: Literal["coco", "voc", "yolo"] = "coco",
@@ -168,7 +183,8 @@ class DetectionDataModule(L.LightningDataModule):
                  augment: Optional[DetectionAugment] = None, weak_labels: Optional[WeakLabelProtocol] = None,
                  weak_label_seed: int = 0, weak_label_file: Optional[str] = None, strong_view: bool = True,
                  batch_size: int = 4, num_workers: int = 0, seed: int = 0,
-                 predict_split: Literal["train", "val", "test"] = "test") -> None:
+                 predict_split: Literal["train", "val", "test"] = "test",
+                 on_bad_sample: OnBadSample = "raise") -> None:
         super().__init__()
         if format not in ("coco", "voc", "yolo"):
             raise DataError(str(data_root), f"unknown detection format {format!r}; expected coco, voc or yolo")
@@ -178,6 +194,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.weak_labels = weak_labels
         self._datasets: dict[str, DetectionDataset] = {}
         self.weak = None
+        self.bad_samples = BadSamples(on_bad_sample, logging.getLogger(__name__))
 
     # ---------------------------------------------------------------- files
     def root(self) -> Path:
@@ -205,15 +222,25 @@ class DetectionDataModule(L.LightningDataModule):
         root, fmt = self.root(), self.hparams.format
         name = (self.hparams.splits or {}).get(split)
         names = self._class_names
+        skip = self.bad_samples.record if self.bad_samples.skipping else None
         if fmt == "coco":
-            dataset = read_coco(root / (name or f"annotations/{split}.json"))
+            dataset = read_coco(root / (name or f"annotations/{split}.json"), on_bad_image=skip)
         elif fmt == "voc":
-            dataset = read_voc(root, split=name or split, class_names=names)
+            dataset = read_voc(root, split=name or split, class_names=names, on_bad_image=skip)
         else:
-            dataset = read_yolo(root, split=name or split)
+            dataset = read_yolo(root, split=name or split, on_bad_image=skip)
         if names is not None and list(dataset.categories) != list(names):
             raise DataError(root, f"split {split!r} has classes {dataset.categories}, the config says {list(names)}")
+        if skip is not None:  # decode every image now: a corrupt one is dropped before training starts
+            usable = [record for record in dataset.images if self.bad_samples.attempt(partial(
+                check_image_file, dataset.image_path(record), record.width, record.height, True)) is not None]
+            dataset = dataclasses.replace(dataset, images=usable)
         return dataset
+
+    @property
+    def skipped_samples(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` of every image dropped under ``on_bad_sample=skip``."""
+        return self.bad_samples.skipped
 
     @property
     def class_names(self) -> list[str]:
@@ -237,6 +264,12 @@ class DetectionDataModule(L.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if stage in (None, "fit") and self.weak is None:
             self.weak = self.weak_label_set()
+        if self.bad_samples.skipping:  # read the stage's splits now, so skips are reported before a step
+            splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                      "predict": (self.hparams.predict_split,)}.get(stage, SPLITS)
+            for split in splits:
+                self.dataset(split)
+            self.bad_samples.report(self.trainer)
 
     def label_budget(self) -> dict:
         """Training labels: ``{"labelled", "total", "images", "boxes", "points", "full_boxes", "fraction"}``.
@@ -273,14 +306,17 @@ class DetectionDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         images = self.images("train", training=True)
-        return DataLoader(images, batch_size=self.hparams.batch_size,
-                          sampler=EpochSampler(len(images), self.hparams.seed), collate_fn=collate_detection,
-                          num_workers=self.hparams.num_workers, drop_last=len(images) >= self.hparams.batch_size,
-                          persistent_workers=self.hparams.num_workers > 0)
+        return ResumableDataLoader(images, batch_size=self.hparams.batch_size,
+                                   sampler=EpochSampler(len(images), self.hparams.seed), collate_fn=collate_detection,
+                                   num_workers=self.hparams.num_workers,
+                                   drop_last=len(images) >= self.hparams.batch_size,
+                                   persistent_workers=self.hparams.num_workers > 0)
 
     def _loader(self, split: str) -> DataLoader:
-        return DataLoader(self.images(split), batch_size=self.hparams.batch_size, shuffle=False,
-                          collate_fn=collate_detection, num_workers=self.hparams.num_workers)
+        images = self.images(split)  # under DDP each rank scores its own images, no padded repeats
+        return DataLoader(images, batch_size=self.hparams.batch_size, shuffle=False,
+                          sampler=evaluation_sampler(images, self.trainer), collate_fn=collate_detection,
+                          num_workers=self.hparams.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

@@ -17,8 +17,10 @@ grids computed on the fly in the workers -> the task. Validation and test items 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -28,9 +30,11 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.bad_samples import BadSamples, OnBadSample
+from datamodules.distributed import evaluation_sampler
 from datamodules.formats.dsec import DSECEvents, DSECSemanticSequence, read_dsec_semantic_sequence
 from datamodules.formats.events_common import EventArray, reversed_stream, slice_by_count
-from datamodules.sampling import EpochSampler
+from datamodules.sampling import EpochSampler, ResumableDataLoader
 from datamodules.transforms.event_representations import voxel_grid
 from vision.errors import DataError
 from vision.labels.conversions import points_to_mask
@@ -235,13 +239,18 @@ class EventFrames(Dataset):
                 "target": target, "present": present}
 
     def _checked_labels(self, frame: Frame) -> np.ndarray:
-        labels = frame.labels()
-        rows = self.windows.label_rows or frame.sequence.events.height
-        expected = (rows, frame.sequence.events.width)
-        if labels.shape != expected:
-            raise DataError(frame.sequence.label_paths[frame.index],
-                            f"label shape {labels.shape} != {expected} (sensor rows x columns after label_crop)")
-        return labels
+        return checked_labels(frame, self.windows)
+
+
+def checked_labels(frame: Frame, windows: EventWindows) -> np.ndarray:
+    """``(H, W)`` labels of ``frame``; DataError naming the PNG when they do not cover the sensor."""
+    labels = frame.labels()
+    rows = windows.label_rows or frame.sequence.events.height
+    expected = (rows, frame.sequence.events.width)
+    if labels.shape != expected:
+        raise DataError(frame.sequence.label_paths[frame.index],
+                        f"label shape {labels.shape} != {expected} (sensor rows x columns after label_crop)")
+    return labels
 
 
 def _own_file_handles(worker_id: int) -> None:
@@ -277,6 +286,9 @@ class EventSegmentationDataModule(L.LightningDataModule):
         val_split: folder used for validation (DSEC-Semantic has none: use ``test``).
         seed: seed of frame order and augmentation.
         predict_split: split read by ``predict`` (``train`` for self-training rounds).
+        on_bad_sample: ``raise`` (default) stops at the first bad recording or label file; ``skip`` checks
+            every event and label when a split is first read, drops bad recordings and frames, logs them
+            and counts them in :attr:`skipped_samples` (:mod:`datamodules.bad_samples`).
     """
 
     def __init__(self, data_root: Optional[str] = None, synthetic: Optional[dict] = None, synthetic_seed: int = 0,
@@ -287,7 +299,8 @@ class EventSegmentationDataModule(L.LightningDataModule):
                  weak_labels: Optional[WeakLabelProtocol] = None, weak_label_seed: int = 0,
                  weak_label_file: Optional[str] = None, batch_size: int = 8, num_workers: int = 0,
                  augment: bool = True, flip_prob: float = 0.5, crop_scale: tuple[float, float] = (1.0, 1.25),
-                 val_split: str = "val", seed: int = 0, predict_split: str = "test") -> None:
+                 val_split: str = "val", seed: int = 0, predict_split: str = "test",
+                 on_bad_sample: OnBadSample = "raise") -> None:
         super().__init__()
         # class names and count are the task's hparams too; kept out of ours so Lightning need not merge them
         self.save_hyperparameters(ignore=["weak_labels", "class_names", "num_classes"])
@@ -304,6 +317,7 @@ class EventSegmentationDataModule(L.LightningDataModule):
         self._frames: dict[str, list[Frame]] = {}
         self._by_id: dict[str, Frame] = {}
         self.weak = None
+        self.bad_samples = BadSamples(on_bad_sample, logging.getLogger(__name__))
 
     # ---------------------------------------------------------------- files and classes
     def _root(self) -> Path:
@@ -340,7 +354,8 @@ class EventSegmentationDataModule(L.LightningDataModule):
     def sequence_folders(self, split: str) -> list[Path]:
         """The sequence folders of a split (``val`` reads ``val_split``), sorted by name."""
         folder = self._root() / (self.hparams.val_split if split == "val" else split)
-        sequences = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        sequences = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            if folder.is_dir() else []  # hidden folders are temporaries of interrupted writes
         if not sequences:
             raise DataError(folder, f"no sequence folders for split '{split}'")
         return sequences
@@ -350,14 +365,33 @@ class EventSegmentationDataModule(L.LightningDataModule):
         if split not in self._frames:
             frames = []
             for folder in self.sequence_folders(split):
-                sequence = read_dsec_semantic_sequence(folder, num_classes=self.num_classes)
-                self._check_sensor(sequence)
-                sequence.events.close()  # reopened on first read, so forked workers never share a handle
-                frames += [Frame(f"{split}/{sequence.name}/{i:06d}", sequence, i, folder)
-                           for i in range(len(sequence))]
+                sequence = self.bad_samples.attempt(partial(self._open_sequence, folder))
+                if sequence is None:
+                    continue
+                found = [Frame(f"{split}/{sequence.name}/{i:06d}", sequence, i, folder) for i in range(len(sequence))]
+                if self.bad_samples.skipping:  # read every label now: a bad one drops its frame only
+                    found = [f for f in found
+                             if self.bad_samples.attempt(partial(checked_labels, f, self.windows)) is not None]
+                frames += found
+            if not frames:
+                raise DataError(self._root(), f"no usable frames for split '{split}' "
+                                              f"({len(self.skipped_samples)} skipped as bad)")
             self._frames[split] = frames
             self._by_id.update((frame.sample_id, frame) for frame in frames)
         return self._frames[split]
+
+    def _open_sequence(self, folder: Path) -> DSECSemanticSequence:
+        sequence = read_dsec_semantic_sequence(folder, num_classes=self.num_classes)
+        self._check_sensor(sequence)
+        if self.bad_samples.skipping:
+            sequence.events.validate()  # every event, in chunks: a bad stream drops the recording
+        sequence.events.close()  # reopened on first read, so forked workers never share a handle
+        return sequence
+
+    @property
+    def skipped_samples(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` of every recording or label file dropped under ``on_bad_sample=skip``."""
+        return self.bad_samples.skipped
 
     def _check_sensor(self, sequence: DSECSemanticSequence) -> None:
         events = sequence.events
@@ -404,6 +438,12 @@ class EventSegmentationDataModule(L.LightningDataModule):
                 if missing:
                     raise DataError(self.hparams.weak_label_file or "weak labels",
                                     f"no weak labels for {len(missing)} frames, e.g. '{missing[0]}'")
+        if self.bad_samples.skipping:  # read the stage's splits now, so skips are reported before a step
+            splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                      "predict": (self.hparams.predict_split,)}.get(stage, ("train", "val", "test"))
+            for split in splits:
+                self.frames(split)
+            self.bad_samples.report(self.trainer)
 
     def label_budget(self) -> dict:
         """Labels used for training: ``{"labelled": n, "total": n, "fraction": f}`` over label pixels."""
@@ -423,22 +463,26 @@ class EventSegmentationDataModule(L.LightningDataModule):
         return EventFrames(self.frames(split), self.num_classes, self.windows, training, weak,
                            self.augment if training else None, self.hparams.seed)
 
-    def _loader(self, dataset: Dataset, **options) -> DataLoader:
+    def _loader(self, dataset: Dataset, loader: type[DataLoader] = DataLoader, **options) -> DataLoader:
         workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, num_workers=workers,
+        return loader(dataset, batch_size=self.hparams.batch_size, num_workers=workers,
                           persistent_workers=workers > 0, worker_init_fn=_own_file_handles, **options)
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")
         # drop a ragged last batch (BatchNorm), unless the split is smaller than one batch
         drop_last = len(dataset) > self.hparams.batch_size
-        return self._loader(dataset, sampler=EpochSampler(len(dataset)), drop_last=drop_last)
+        return self._loader(dataset, ResumableDataLoader, sampler=EpochSampler(len(dataset)), drop_last=drop_last)
+
+    def _evaluation_loader(self, split: str) -> DataLoader:
+        dataset = self.dataset(split)  # under DDP each rank scores its own frames, no padded repeats
+        return self._loader(dataset, sampler=evaluation_sampler(dataset, self.trainer))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("val"))
+        return self._evaluation_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("test"))
+        return self._evaluation_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
         """Frames of ``predict_split`` without augmentation (``train`` for self-training rounds)."""

@@ -13,8 +13,10 @@ Without ``data_root`` the built-in synthetic rooms are generated on first use (r
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +24,8 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.bad_samples import BadSamples, OnBadSample
+from datamodules.distributed import evaluation_sampler
 from datamodules.formats.pointcloud_io import read_point_cloud
 from datamodules.pointcloud_crops import (
     PreparedScene,
@@ -32,7 +36,7 @@ from datamodules.pointcloud_crops import (
     prepare_scene,
     weak_target,
 )
-from datamodules.sampling import EpochSampler
+from datamodules.sampling import EpochSampler, ResumableDataLoader
 from vision.errors import DataError
 from vision.labels.protocols import WeakLabelProtocol
 from vision.labels.resolve import resolve_weak_labels
@@ -101,6 +105,8 @@ class PointCloudDataModule(L.LightningDataModule):
         num_views: augmented views per training crop (2 enables consistency / teacher losses).
         augment: training augmentation of each view.
         num_layers, k, sub_ratios: the neighbour pyramid; must match the model's encoder.
+        query_k: neighbours per coarser level precomputed for the SQN head's interpolation (its ``k``;
+            0: the head searches them itself on every forward pass, which costs ~20% of a forward).
         weak_labels: protocol drawing the training labels once (e.g. ``Ratio(0.001)``); None = full labels.
         weak_label_seed: seed of that protocol.
         weak_label_file: use this weak-label file instead of a protocol.
@@ -109,6 +115,8 @@ class PointCloudDataModule(L.LightningDataModule):
         predict_split: split read by ``predict`` (``train`` for self-training rounds).
         score_unlabelled_only: val/test scenes that are also training scenes (label propagation on one
             tile) are scored only on the points without a weak label.
+        on_bad_sample: ``raise`` (default) stops at the first scene file that raises DataError; ``skip``
+            drops it, logs it and counts it in :attr:`skipped_samples` (:mod:`datamodules.bad_samples`).
     """
 
     def __init__(self, data_root: Optional[str] = None, splits: Optional[dict[str, list[str]]] = None,
@@ -118,7 +126,8 @@ class PointCloudDataModule(L.LightningDataModule):
                  num_views: int = 2, augment: Optional[ViewAugment] = None, num_layers: int = 4, k: int = 16,
                  sub_ratios: tuple[int, ...] = (4, 4, 4, 4), weak_labels: Optional[WeakLabelProtocol] = None,
                  weak_label_seed: int = 0, weak_label_file: Optional[str] = None, seed: int = 0,
-                 num_workers: int = 0, predict_split: str = "test", score_unlabelled_only: bool = False) -> None:
+                 num_workers: int = 0, predict_split: str = "test", score_unlabelled_only: bool = False,
+                 query_k: int = 3, on_bad_sample: OnBadSample = "raise") -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augment", "weak_labels", "class_names"])
         self.augment = augment if augment is not None else ViewAugment()
@@ -126,6 +135,7 @@ class PointCloudDataModule(L.LightningDataModule):
         self.class_names = list(class_names) if class_names else None
         self._scenes: dict[str, list[PreparedScene]] = {}
         self.weak = None
+        self.bad_samples = BadSamples(on_bad_sample, logging.getLogger(__name__))
 
     # ---------------------------------------------------------------- files
     def _root(self) -> Path:
@@ -179,13 +189,24 @@ class PointCloudDataModule(L.LightningDataModule):
             raise DataError(path, f"class id {int(labels.max())} >= num_classes {self.num_classes}")
         return scene
 
+    def _labelled_scene(self, path: Path):
+        scene = self.read_scene(path)
+        if scene.semantic is None:
+            raise DataError(path, "scene has no labels; sparse training needs labels to sparsify")
+        return scene
+
     def full_labels(self, split: str = "train") -> Iterator[tuple[str, DenseLabels]]:
-        """``(scene_id, full labels)`` of a split, in the reader's original point order."""
+        """``(scene_id, full labels)`` of a split, in the reader's original point order (bad scenes
+        skipped under ``on_bad_sample=skip``)."""
         for path in self.scene_files(split):
-            scene = self.read_scene(path)
-            if scene.semantic is None:
-                raise DataError(path, "scene has no labels; sparse training needs labels to sparsify")
-            yield self.scene_id(path), DenseLabels(scene.semantic, scene.instance)
+            scene = self.bad_samples.attempt(partial(self._labelled_scene, path))
+            if scene is not None:
+                yield self.scene_id(path), DenseLabels(scene.semantic, scene.instance)
+
+    @property
+    def skipped_samples(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` of every scene dropped under ``on_bad_sample=skip``."""
+        return self.bad_samples.skipped
 
     def weak_label_set(self):
         """The training split's weak labels (made once, cached), or None under full supervision."""
@@ -196,11 +217,16 @@ class PointCloudDataModule(L.LightningDataModule):
     def scenes(self, split: str) -> list[PreparedScene]:
         """The split's grid-subsampled scenes (cached in memory)."""
         if split not in self._scenes:
+            read = self._labelled_scene if split == "train" else self.read_scene
             prepared = []
             for path in self.scene_files(split):
-                scene = self.read_scene(path)
-                prepared.append(prepare_scene(self.scene_id(path), scene.coords, scene.colors, scene.semantic,
-                                              self.hparams.voxel_size, self.num_classes, str(path)))
+                scene = self.bad_samples.attempt(partial(read, path))
+                if scene is not None:
+                    prepared.append(prepare_scene(self.scene_id(path), scene.coords, scene.colors, scene.semantic,
+                                                  self.hparams.voxel_size, self.num_classes, str(path)))
+            if not prepared:
+                raise DataError(self._root(), f"no usable scenes for split '{split}' "
+                                              f"({len(self.skipped_samples)} skipped as bad)")
             self._scenes[split] = prepared
         return self._scenes[split]
 
@@ -216,6 +242,20 @@ class PointCloudDataModule(L.LightningDataModule):
                     scene.target = weak_target(scene, labels.index, labels.class_id)
         if self.hparams.score_unlabelled_only:
             self._hide_weak_labels_from_scoring()
+        if self.bad_samples.skipping:
+            self._read_stage_splits(stage)
+
+    def _read_stage_splits(self, stage: Optional[str]) -> None:
+        """``on_bad_sample=skip``: read the stage's splits now, so skipped scenes are reported before a step."""
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                  "predict": (self.hparams.predict_split,)}.get(stage, SPLITS)
+        for split in splits:
+            try:
+                self.scene_files(split)
+            except DataError:  # a split the run does not have (e.g. no val/ folder) is not read
+                continue
+            self.scenes(split)
+        self.bad_samples.report(self.trainer)
 
     def _hide_weak_labels_from_scoring(self) -> None:
         """Label propagation setting: a scene trained on is scored only on the points it was not given."""
@@ -241,7 +281,7 @@ class PointCloudDataModule(L.LightningDataModule):
     # ---------------------------------------------------------------- loaders
     def _pyramid(self) -> dict:
         return {"num_layers": self.hparams.num_layers, "k": self.hparams.k,
-                "sub_ratios": tuple(self.hparams.sub_ratios)}
+                "sub_ratios": tuple(self.hparams.sub_ratios), "query_k": self.hparams.query_k}
 
     def train_dataloader(self) -> DataLoader:
         scenes = self.scenes("train")
@@ -251,12 +291,13 @@ class PointCloudDataModule(L.LightningDataModule):
         per_epoch = self.hparams.crops_per_epoch or len(plan)
         dataset = TrainingCrops(scenes, plan, per_epoch, self.hparams.crop_points, self.hparams.seed, self.augment,
                                 self.hparams.num_views, self._pyramid())
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, sampler=EpochSampler(per_epoch),
-                          collate_fn=collate_crops, num_workers=self.hparams.num_workers, drop_last=True,
-                          persistent_workers=self.hparams.num_workers > 0)
+        return ResumableDataLoader(dataset, batch_size=self.hparams.batch_size, sampler=EpochSampler(per_epoch),
+                                   collate_fn=collate_crops, num_workers=self.hparams.num_workers, drop_last=True,
+                                   persistent_workers=self.hparams.num_workers > 0)
 
     def _scene_loader(self, split: str) -> DataLoader:
-        return DataLoader(SceneList(self.scenes(split)), batch_size=1, collate_fn=_first)
+        scenes = SceneList(self.scenes(split))  # under DDP each rank takes its own scenes, no padded repeats
+        return DataLoader(scenes, batch_size=1, collate_fn=_first, sampler=evaluation_sampler(scenes, self.trainer))
 
     def val_dataloader(self) -> DataLoader:
         return self._scene_loader("val")

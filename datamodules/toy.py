@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.distributed import evaluation_sampler
+from datamodules.sampling import EpochSampler, ResumableDataLoader
 from vision.labels.protocols import WeakLabelProtocol
 from vision.labels.resolve import resolve_weak_labels
 from vision.labels.seeding import sample_rng
@@ -44,7 +46,7 @@ class ToyPointDataset(Dataset):
         return len(self.sample_ids)
 
     def __getitem__(self, i: int) -> dict:
-        sample_id = self.sample_ids[i]
+        sample_id = self.sample_ids[int(i) % len(self.sample_ids)]  # training indices are global (EpochSampler)
         points, labels = make_toy_sample(self.seed, sample_id, self.num_points, self.num_classes)
         target = labels if self.targets is None else self.targets[sample_id]
         item = {"sample_id": sample_id, "points": torch.from_numpy(points), "target": torch.from_numpy(target)}
@@ -113,15 +115,19 @@ class ToyPointDataModule(L.LightningDataModule):
                                self.num_classes, self._targets() if train else None, train=train)
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.hparams.data_seed)
-        return DataLoader(self._dataset("train", train=True), batch_size=self.hparams.batch_size,
-                          shuffle=True, generator=generator)
+        dataset = self._dataset("train", train=True)  # shuffled by (data_seed, epoch): resumable mid-epoch
+        return ResumableDataLoader(dataset, batch_size=self.hparams.batch_size,
+                                   sampler=EpochSampler(len(dataset), seed=self.hparams.data_seed))
+
+    def _evaluation_loader(self, split: str) -> DataLoader:
+        dataset = self._dataset(split)  # under DDP each rank scores its own share, no padded repeats
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, sampler=evaluation_sampler(dataset, self.trainer))
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self._dataset("val"), batch_size=self.hparams.batch_size)
+        return self._evaluation_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self._dataset("test"), batch_size=self.hparams.batch_size)
+        return self._evaluation_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(self._dataset(self.hparams.predict_split), batch_size=self.hparams.batch_size)

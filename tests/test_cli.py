@@ -94,3 +94,13 @@ def test_tool_wrappers_are_thin():
         text = path.read_text()
         assert "from vision.cli import main" in text, path
         assert len(text.splitlines()) < 15, f"{path} should only forward to vision.cli.main"
+
+
+def test_a_run_without_checkpointing_gets_no_checkpoint_callback(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from vision.cli import build_cli
+
+    cli = build_cli(["--config", "tests/configs/tiny.yaml", "--trainer.enable_checkpointing=false",
+                     "--checkpoint_every_n_steps=2", "--run_dir", str(tmp_path)])
+    assert not any(isinstance(c, ModelCheckpoint) for c in cli.trainer.callbacks)

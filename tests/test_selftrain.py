@@ -93,3 +93,13 @@ def test_human_pixels_are_found_with_the_same_rounding_as_the_training_targets()
     pseudo = selftrain.pseudo_labels_from_predictions({"f": (label, confidence)}, weak, 2, 1.0, 0.0)["f"]
     target_pixel = np.argwhere(points_to_mask(human, (1, 2)) == 1).tolist()
     assert target_pixel == [[0, 1]] and pseudo.xy.tolist() == [[0.0, 0.0]]
+
+
+def test_lightning_options_with_a_space_before_the_value_stay_in_order():
+    from vision.commands.selftrain import _parser
+
+    args, overrides = _parser().parse_known_args(
+        ["--config", "x.yaml", "--data.init_args.weak_label_file", "my-0.1pct", "--rounds", "1",
+         "--trainer.max_epochs=2"])
+    assert args.rounds == 1 and args.config == ["x.yaml"]
+    assert overrides == ["--data.init_args.weak_label_file", "my-0.1pct", "--trainer.max_epochs=2"]

@@ -7,6 +7,21 @@ dispatched to ``vision.commands.<name>.main(argv)``; each module owns its own ar
 Run layout (CONVENTIONS.md): ``outputs/runs/<config-stem>/`` holds ``checkpoints/`` (with
 ``last.ckpt``), ``tensorboard/version_N/`` and ``csv/version_N/metrics.csv``. ``validate``, ``test``
 and ``predict`` default to that run's ``last.ckpt`` when no ``--ckpt_path`` is given.
+
+Interrupted training: ``fit`` writes ``checkpoints/last.ckpt`` at the end of each epoch (with the
+epoch's ``epoch=E-step=S.ckpt``) and, with ``--checkpoint_every_n_steps N``, also every ``N`` training
+steps; ``last.ckpt`` is always the newest state (written over, never ``last-v1.ckpt``, and once more
+when training ends). A killed run continues with the same command plus ``--ckpt_path last``, and
+ends with the same weights as an uninterrupted run: the training loader resumes mid-epoch
+(:class:`datamodules.sampling.ResumableDataLoader`), training steps draw their randomness from
+``(seed, epoch, batch)`` (:class:`vision.engine.exact_resume.ExactResume`, added by default), and the
+engine's state (EMA teacher, second student, prototype queues, FreeMatch thresholds) is saved in
+the checkpoint as module buffers::
+
+    sparsevision fit --config configs/pointcloud/sqn-synthetic-0.1pct.yaml --checkpoint_every_n_steps 200
+    # ... killed ...
+    sparsevision fit --config configs/pointcloud/sqn-synthetic-0.1pct.yaml --checkpoint_every_n_steps 200 \
+        --ckpt_path last
 """
 
 from __future__ import annotations
@@ -55,10 +70,30 @@ def run_dir_for(config_paths: Sequence[os.PathLike] | None, run_dir: Optional[st
     return DEFAULT_RUNS_ROOT / (stems[-1] if stems else "default")
 
 
+def newest_last_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
+    """The most recently written ``last*.ckpt`` in ``checkpoint_dir`` (None when there is none)."""
+    candidates = [p for p in Path(checkpoint_dir).glob("last*.ckpt") if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
+
+
 def _lightning_cli_class():
     from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
     from lightning.pytorch.cli import LightningCLI
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from vision.engine.exact_resume import ExactResume
+
+    class RunCheckpoint(ModelCheckpoint):
+        """ModelCheckpoint that also writes ``last.ckpt`` when training ends, whatever its schedule.
+
+        Epoch checkpoints follow validation (``check_val_every_n_epoch``) and a ``max_steps`` run can stop
+        mid-epoch, so without this the final weights could be missing from ``last.ckpt``.
+        """
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            super().on_train_end(trainer, pl_module)
+            if self.save_last and self._last_global_step_saved != trainer.global_step:
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     class SparseVisionCLI(LightningCLI):
         """LightningCLI with the project's run folder, loggers, checkpoints and progress bar."""
@@ -66,6 +101,9 @@ def _lightning_cli_class():
         def add_arguments_to_parser(self, parser) -> None:
             parser.add_argument("--run_dir", type=Optional[str], default=None,
                                 help="Run folder (default: outputs/runs/<config-stem>/).")
+            parser.add_argument("--checkpoint_every_n_steps", type=Optional[int], default=None,
+                                help="fit: also write checkpoints/last.ckpt every N training steps, so an "
+                                     "interrupted run resumes (--ckpt_path last) close to where it stopped.")
 
         def _run_dir(self) -> Path:
             config = self.config[self.subcommand] if self.subcommand else self.config
@@ -78,6 +116,13 @@ def _lightning_cli_class():
                 if config.get("ckpt_path") is None and last.is_file():
                     print(f"sparsevision: using checkpoint {last}", file=sys.stderr)
                     config["ckpt_path"] = str(last)
+            if self.subcommand == "fit" and self.config["fit"].get("ckpt_path") == "last":
+                # our own lookup: Lightning's looks in each ModelCheckpoint's folder, which for a callback
+                # without dirpath is the logger's new version_N folder, never the interrupted run's
+                last = newest_last_checkpoint(self._run_dir() / "checkpoints")
+                if last is not None:
+                    print(f"sparsevision: resuming from {last}", file=sys.stderr)
+                    self.config["fit"]["ckpt_path"] = str(last)
 
         def instantiate_trainer(self, **kwargs):
             run_dir = self._run_dir()
@@ -88,8 +133,20 @@ def _lightning_cli_class():
                 kwargs["logger"] = [TensorBoardLogger(str(run_dir), name="tensorboard"),
                                     CSVLogger(str(run_dir), name="csv")]
             callbacks = list(trainer_config.get("callbacks") or [])
-            if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
-                callbacks.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True))
+            checkpoints = str(run_dir / "checkpoints")
+            for callback in callbacks:  # every checkpoint of a run goes to its checkpoints/ folder
+                if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                    callback.dirpath = checkpoints
+            checkpointing = trainer_config.get("enable_checkpointing") in (None, True)
+            if checkpointing and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+                # written over in place: a stale last.ckpt must never hide a newer last-v1.ckpt
+                callbacks.append(RunCheckpoint(dirpath=checkpoints, save_last=True, enable_version_counter=False))
+            every = self._get(self.config, "checkpoint_every_n_steps")
+            if every and checkpointing:  # last.ckpt only: the epoch checkpoints above stay the run's milestones
+                callbacks.append(RunCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0,
+                                               every_n_train_steps=int(every), enable_version_counter=False))
+            if not any(isinstance(c, ExactResume) for c in callbacks):
+                callbacks.append(ExactResume())
             wants_bar = trainer_config.get("enable_progress_bar") in (None, True)
             if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
                 callbacks.append(RichProgressBar(leave=True))

@@ -19,6 +19,15 @@ import numpy as np
 from datamodules.formats.events_common import EventArray
 from vision.errors import DataError, PathLike
 
+#: What the decoder raises on a corrupt file. Its Rust code also *panics* on some corrupt headers
+#: (e.g. a multi-byte character cut in the stream description); pyo3 turns a panic into
+#: ``pyo3_runtime.PanicException``, a BaseException that no module exports, matched by name below.
+_DECODER_ERRORS = (RuntimeError, OSError, ValueError, UnicodeDecodeError)
+
+
+def _is_decoder_failure(err: BaseException) -> bool:
+    return isinstance(err, _DECODER_ERRORS) or type(err).__name__ == "PanicException"
+
 
 def _event_stream(path: str, streams: dict, stream_id: Optional[int]) -> tuple[int, dict]:
     events = {sid: info for sid, info in streams.items() if info.get("type") == "events"}
@@ -30,6 +39,11 @@ def _event_stream(path: str, streams: dict, stream_id: Optional[int]) -> tuple[i
     if stream_id not in events:
         raise DataError(path, f"stream {stream_id} is not an events stream (events streams: {sorted(events)})")
     return stream_id, events[stream_id]
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def read_aedat4(path: PathLike, stream_id: Optional[int] = None) -> EventArray:
@@ -51,14 +65,18 @@ def read_aedat4(path: PathLike, stream_id: Optional[int] = None) -> EventArray:
     try:
         decoder = aedat.Decoder(path)
         streams = decoder.id_to_stream()
-    except (RuntimeError, OSError, ValueError) as err:
-        raise DataError(path, f"cannot decode AEDAT4 header ({err})") from err
+    except BaseException as err:
+        if not _is_decoder_failure(err):
+            raise
+        raise DataError(path, f"cannot decode AEDAT4 header ({_first_line(err)})") from err
     stream_id, info = _event_stream(path, streams, stream_id)
     try:
         packets = [packet["events"] for packet in decoder
                    if packet["stream_id"] == stream_id and "events" in packet]
-    except (RuntimeError, OSError, ValueError) as err:  # truncated or corrupt packets
-        raise DataError(path, f"cannot decode AEDAT4 packets ({err})") from err
+    except BaseException as err:  # truncated or corrupt packets
+        if not _is_decoder_failure(err):
+            raise
+        raise DataError(path, f"cannot decode AEDAT4 packets ({_first_line(err)})") from err
     if not packets:
         raise DataError(path, f"events stream {stream_id} holds no events")
     events = np.concatenate(packets)

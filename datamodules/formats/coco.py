@@ -32,17 +32,20 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 
 from datamodules.formats.detection_common import (
+    BadImageHandler,
     DetectionDataset,
     ImageRecord,
     check_box,
     check_image_file,
     check_point,
+    per_image,
     refuse_existing,
     stack_boxes,
     stack_points,
@@ -153,7 +156,7 @@ def _parse_annotations(raw: list, images: dict, class_of: dict, path: Path) -> N
 
 
 def read_coco(json_path: PathLike, images_root: Optional[PathLike] = None,
-              verify_images: bool = False) -> DetectionDataset:
+              verify_images: bool = False, on_bad_image: Optional[BadImageHandler] = None) -> DetectionDataset:
     """Read a COCO detection JSON (boxes and this project's point labels) into a :class:`DetectionDataset`.
 
     Args:
@@ -161,6 +164,8 @@ def read_coco(json_path: PathLike, images_root: Optional[PathLike] = None,
         images_root: folder the ``file_name`` values are relative to; default: the JSON's folder.
         verify_images: decode every image and compare its size with the JSON (slow); otherwise
             only check that each image file exists.
+        on_bad_image: receives the DataError of a missing (or, verified, corrupt) image file, which is
+            then left out; None raises it. Errors in the JSON itself always raise.
 
     Images keep the JSON's order; boxes are ``(K, 4)`` xyxy float32, points ``(P, 2)`` xy float32.
     """
@@ -179,7 +184,9 @@ def read_coco(json_path: PathLike, images_root: Optional[PathLike] = None,
     _parse_annotations(data.get("annotations", []), images, {c: i for i, c in enumerate(coco_ids)}, path)
     records = []
     for image_id, image in images.items():
-        check_image_file(root / image["file_name"], image["width"], image["height"], verify_images, path)
+        if per_image(on_bad_image, partial(check_image_file, root / image["file_name"], image["width"],
+                                           image["height"], verify_images, path)) is None:
+            continue
         points = stack_points(image["points"], image["point_classes"])
         complete = image["complete"] and points is None
         records.append(ImageRecord(image_id, image["file_name"], image["width"], image["height"],

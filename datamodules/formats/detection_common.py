@@ -18,18 +18,26 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import uuid
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from vision.atomic import atomic_write_text
+from vision.atomic import refuse_existing as refuse_path
 from vision.errors import DataError, PathLike
 from vision.labels.types import BoxLabels, PointLabels
+
+T = TypeVar("T")
+#: What PIL raises for a corrupt image (its plugins also raise SyntaxError/ValueError on bad headers,
+#: and DecompressionBombError when a corrupt header claims a gigantic size).
+IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 #: Image file extensions the flat image folders (VOC ``JPEGImages/``, YOLO ``images/``) hold.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -152,6 +160,22 @@ def check_point(xy, width: float, height: float, path: PathLike, where: str) -> 
     return xy.astype(np.float32)
 
 
+def read_text(path: PathLike, what: str) -> str:
+    """The UTF-8 text of ``path`` (``what`` names it in errors: "split file", "label file"...).
+
+    Raises DataError for a missing or unreadable file and for bytes that are not UTF-8.
+    """
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(path, f"{what} not found") from None
+    except UnicodeDecodeError as err:
+        raise DataError(path, f"{what} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise DataError(path, f"cannot read the {what} ({err.strerror or err})") from None
+
+
 def read_image_size(path: PathLike) -> tuple[int, int]:
     """``(width, height)`` of an image from its header (PIL reads no pixels); DataError if unreadable."""
     path = Path(path)
@@ -160,13 +184,28 @@ def read_image_size(path: PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             return image.size
-    except (UnidentifiedImageError, OSError) as err:
+    except IMAGE_ERRORS as err:
         raise DataError(path, f"cannot read the image header ({err})") from err
 
 
+#: Receives a per-image DataError instead of raising it (``on_bad_sample: skip``; see the readers).
+BadImageHandler = Callable[[DataError], None]
+
+
+def per_image(on_bad_image: Optional[BadImageHandler], read: Callable[[], T]) -> Optional[T]:
+    """``read()`` for one image; with ``on_bad_image`` its DataError is handed over and None returned."""
+    if on_bad_image is None:
+        return read()
+    try:
+        return read()
+    except DataError as err:
+        on_bad_image(err)
+        return None
+
+
 def check_image_file(path: PathLike, width: Optional[int] = None, height: Optional[int] = None,
-                     verify: bool = False, referenced_by: Optional[PathLike] = None) -> None:
-    """Raise :class:`DataError` when the image at ``path`` is missing.
+                     verify: bool = False, referenced_by: Optional[PathLike] = None) -> Path:
+    """``path``, checked: :class:`DataError` when the image is missing.
 
     With ``verify=True`` the image is also fully decoded (a truncated or corrupt JPEG/PNG fails)
     and its size compared with ``width x height`` from the annotation.
@@ -176,16 +215,17 @@ def check_image_file(path: PathLike, width: Optional[int] = None, height: Option
     if not path.is_file():
         raise DataError(path, f"image file not found{source}")
     if not verify:
-        return
+        return path
     try:
         with Image.open(path) as image:
             image.load()  # decode every pixel: Image.open alone reads only the header
             size = image.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except IMAGE_ERRORS as err:
         raise DataError(path, f"corrupt or truncated image ({err}){source}") from err
     if width is not None and height is not None and size != (width, height):
         raise DataError(path, f"image is {size[0]}x{size[1]} but the annotation says "
                               f"{width}x{height}{source}")
+    return path
 
 
 def stack_boxes(boxes: list[np.ndarray], class_ids: list[int], complete: bool = True) -> BoxLabels:
@@ -202,12 +242,10 @@ def stack_points(points: list[np.ndarray], class_ids: list[int]) -> Optional[Poi
 
 
 def refuse_existing(paths: list[Path], overwrite: bool) -> None:
-    """Raise :class:`DataError` naming the first of ``paths`` that exists, unless ``overwrite``."""
-    if overwrite:
-        return
+    """:class:`~vision.atomic.OutputExistsError` (a DataError and a FileExistsError) naming the first
+    of ``paths`` that exists, unless ``overwrite``; checked before anything is written."""
     for path in paths:
-        if path.exists():
-            raise DataError(path, "already exists; pass overwrite=True to replace it")
+        refuse_path(path, overwrite)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -215,15 +253,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 
     A crash never leaves a half-written annotation file behind.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def flat_file_names(dataset: DetectionDataset, dst: PathLike) -> list[str]:
@@ -251,16 +281,20 @@ def place_image(src: Path, dst: Path, overwrite: bool) -> None:
     if not src.is_file():
         raise DataError(src, "image file not found")
     if dst.exists() or dst.is_symlink():
-        if not overwrite:
-            raise DataError(dst, "already exists; pass overwrite=True to replace it")
+        refuse_path(dst, overwrite)
         if dst.resolve() == src.resolve():
             return
-        dst.unlink()
     dst.parent.mkdir(parents=True, exist_ok=True)
+    # link or copy under a temporary name, then rename: an interrupted copy never sits at ``dst``
+    temp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+        try:
+            os.link(src, temp)
+        except OSError:
+            shutil.copy2(src, temp)
+        os.replace(temp, dst)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def reject_points(dataset: DetectionDataset, dst: PathLike, format_name: str) -> None:

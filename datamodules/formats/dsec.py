@@ -30,7 +30,9 @@ import h5py
 import numpy as np
 from PIL import Image
 
+from datamodules.formats.detection_common import IMAGE_ERRORS
 from datamodules.formats.events_common import EventArray, validate_events
+from vision.atomic import atomic_path
 from vision.errors import DataError, PathLike
 from vision.labels.types import IGNORE_INDEX
 
@@ -43,6 +45,11 @@ DSEC_SIZE = (640, 480)  # (width, height) of DSEC's event cameras
 _FIELDS = ("x", "y", "t", "p")
 
 PNG_IGNORE = 255  # DSEC-Semantic's "no label" value in the PNGs
+
+
+#: What h5py raises for a corrupt file: HDF5's own errors surface as OSError, KeyError (an object
+#: that cannot be opened), RuntimeError (a damaged link table) or ValueError/TypeError (bad types).
+H5_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError)
 
 
 def _h5_error(path: str, err: Exception) -> DataError:
@@ -72,33 +79,49 @@ class DSECEvents:
 
     def _check(self, handle: h5py.File, sensor_size: Optional[tuple[int, int]]) -> None:
         """Datasets present with equal lengths; read ``t_offset``, ``ms_to_idx`` and the sensor size."""
+        try:
+            self._check_layout(handle)
+            self.t_offset = int(handle["t_offset"][()]) if "t_offset" in handle else 0
+            self.ms_to_idx = np.asarray(handle["ms_to_idx"][()]).reshape(-1)
+            attrs = handle.attrs
+            stored = (int(attrs["width"]), int(attrs["height"])) if "width" in attrs and "height" in attrs else None
+        except DataError:
+            raise
+        except H5_ERRORS as err:
+            raise _h5_error(self.path, err) from err
+        if self.ms_to_idx.dtype.kind not in "iu":
+            raise DataError(self.path, f"ms_to_idx has dtype {self.ms_to_idx.dtype}, expected integers")
+        self.ms_to_idx = self.ms_to_idx.astype(np.int64)
+        if np.any(np.diff(self.ms_to_idx) < 0) or (self.ms_to_idx.size and (
+                self.ms_to_idx[0] < 0 or self.ms_to_idx[-1] > self.num_events)):
+            raise DataError(self.path, "ms_to_idx is not a non-decreasing index into the events")
+        self.width, self.height = sensor_size or stored or DSEC_SIZE
+        if self.width <= 0 or self.height <= 0:
+            raise DataError(self.path, f"sensor size {self.width}x{self.height} is not positive")
+
+    def _check_layout(self, handle: h5py.File) -> None:
         missing = [f"events/{name}" for name in _FIELDS if f"events/{name}" not in handle]
         missing += [name for name in ("ms_to_idx",) if name not in handle]
         if missing:
             raise DataError(self.path, f"missing datasets {', '.join(missing)}")
-        shapes = {name: handle[f"events/{name}"].shape for name in _FIELDS}
-        if any(len(shape) != 1 for shape in shapes.values()):
+        datasets = {name: handle[f"events/{name}"] for name in _FIELDS}
+        shapes = {name: dataset.shape for name, dataset in datasets.items()}
+        if any(shape is None or len(shape) != 1 for shape in shapes.values()):
             raise DataError(self.path, f"event datasets must be 1-D, got shapes {shapes}")
+        # a float or string dataset would be cast silently when read as int64
+        kinds = {name: dataset.dtype for name, dataset in datasets.items() if dataset.dtype.kind not in "iub"}
+        if kinds:
+            raise DataError(self.path, f"event datasets must hold integers, got {kinds}")
         lengths = {name: shape[0] for name, shape in shapes.items()}
         if len(set(lengths.values())) != 1:
             raise DataError(self.path, f"event datasets have different lengths {lengths}")
         self.num_events = lengths["t"]
-        try:
-            self.t_offset = int(handle["t_offset"][()]) if "t_offset" in handle else 0
-            self.ms_to_idx = np.asarray(handle["ms_to_idx"], dtype=np.int64)
-        except (OSError, ValueError, TypeError) as err:
-            raise _h5_error(self.path, err) from err
-        if np.any(np.diff(self.ms_to_idx) < 0) or (self.ms_to_idx.size and self.ms_to_idx[-1] > self.num_events):
-            raise DataError(self.path, "ms_to_idx is not a non-decreasing index into the events")
-        attrs = handle.attrs
-        stored = (int(attrs["width"]), int(attrs["height"])) if "width" in attrs and "height" in attrs else None
-        self.width, self.height = sensor_size or stored or DSEC_SIZE
 
     def _open(self) -> h5py.File:
         if self._file is None:
             try:
                 self._file = h5py.File(self.path, "r")
-            except (OSError, ValueError) as err:
+            except H5_ERRORS as err:
                 raise DataError(self.path, f"cannot open HDF5 file ({err})") from err
         return self._file
 
@@ -142,6 +165,22 @@ class DSECEvents:
         """Every event of the file, validated."""
         return self._read(0, self.num_events, None, None)
 
+    def validate(self, chunk_events: int = 1 << 22) -> None:
+        """Validate every event (coordinates, polarity, non-decreasing time) in chunks of ``chunk_events``.
+
+        What :meth:`read_all` checks, without holding a whole DSEC sequence (hundreds of millions of
+        events) in memory; raises DataError naming the file and the first bad event.
+        """
+        if self.num_events == 0:
+            raise DataError(self.path, "no events")
+        previous_t = None
+        for lo in range(0, self.num_events, chunk_events):
+            chunk = self._read(lo, min(lo + chunk_events, self.num_events), None, None)
+            if previous_t is not None and chunk.t[0] < previous_t:
+                raise DataError(self.path, f"timestamps decrease at event {lo} (t[{lo - 1}]={previous_t} > "
+                                           f"t[{lo}]={int(chunk.t[0])})")
+            previous_t = int(chunk.t[-1])
+
     def _read(self, lo: int, hi: int, start_rel: Optional[int], end_rel: Optional[int]) -> EventArray:
         handle = self._open()
         try:
@@ -150,7 +189,7 @@ class DSECEvents:
                 first, last = np.searchsorted(t, [start_rel, end_rel], side="left")
                 lo, hi, t = lo + int(first), lo + int(last), t[first:last]
             x, y, p = (np.asarray(handle[f"events/{name}"][lo:hi]) for name in ("x", "y", "p"))
-        except (OSError, ValueError, KeyError) as err:
+        except H5_ERRORS as err:
             raise _h5_error(self.path, err) from err
         events = EventArray.from_arrays(x, y, t + self.t_offset, p, self.width, self.height, self.path,
                                         allow_empty=start_rel is not None)
@@ -178,8 +217,7 @@ def write_dsec_events(path: PathLike, ev: EventArray, t_offset: Optional[int] = 
     t_rel = np.asarray(ev.t, dtype=np.int64) - t_offset
     if t_rel.min() < 0 or t_rel.max() > np.iinfo(np.uint32).max:
         raise DataError(path, "event times relative to t_offset do not fit uint32 microseconds")
-    tmp = f"{path}.tmp{os.getpid()}"
-    with h5py.File(tmp, "w") as handle:
+    with atomic_path(path, overwrite=True) as tmp, h5py.File(tmp, "w") as handle:
         group = handle.create_group("events")
         for name, array, dtype in (("x", ev.x, np.uint16), ("y", ev.y, np.uint16),
                                    ("t", t_rel, np.uint32), ("p", ev.p, np.uint8)):
@@ -188,7 +226,6 @@ def write_dsec_events(path: PathLike, ev: EventArray, t_offset: Optional[int] = 
         handle.create_dataset("ms_to_idx", data=dsec_ms_to_idx(t_rel))
         handle.create_dataset("t_offset", data=np.int64(t_offset))
         handle.attrs["width"], handle.attrs["height"] = ev.width, ev.height
-    os.replace(tmp, path)
 
 
 def read_label_png(path: PathLike, num_classes: Optional[int] = None) -> np.ndarray:
@@ -203,7 +240,7 @@ def read_label_png(path: PathLike, num_classes: Optional[int] = None) -> np.ndar
             if image.mode not in ("L", "P"):
                 raise DataError(path, f"label PNG has mode {image.mode}, expected 8-bit class ids (L or P)")
             ids = np.asarray(image, dtype=np.uint8)
-    except OSError as err:
+    except IMAGE_ERRORS as err:
         raise DataError(path, f"cannot read label PNG ({err})") from err
     labels = ids.astype(np.int64)
     labels[ids == PNG_IGNORE] = IGNORE_INDEX
@@ -227,9 +264,8 @@ def write_label_png(path: PathLike, mask: np.ndarray) -> None:
     if np.any(valid & ((mask < 0) | (mask >= PNG_IGNORE))):
         raise DataError(path, f"class ids must be in 0..{PNG_IGNORE - 1} or IGNORE_INDEX")
     ids = np.where(valid, mask, PNG_IGNORE).astype(np.uint8)
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    Image.fromarray(ids).save(tmp)  # 2-D uint8 -> mode L
-    os.replace(tmp, path)
+    with atomic_path(path, overwrite=True) as tmp:
+        Image.fromarray(ids).save(tmp, format="PNG")  # 2-D uint8 -> mode L
 
 
 @dataclass
@@ -297,7 +333,8 @@ def read_dsec_semantic_sequence(folder: PathLike, num_classes: Optional[int] = 1
     for needed in (events_path, stamps_path):
         if not needed.is_file():
             raise DataError(needed, "file not found")
-    label_paths = sorted(label_dir.glob("*.png")) if label_dir.is_dir() else []
+    # hidden files are temporaries of interrupted writes (vision.atomic), never labels
+    label_paths = sorted(p for p in label_dir.glob("*.png") if not p.name.startswith(".")) if label_dir.is_dir() else []
     if not label_paths:
         raise DataError(label_dir, "no label PNGs")
     stamps = read_timestamps(stamps_path)

@@ -14,12 +14,12 @@ Timestamps are microseconds unless ``time_unit`` says otherwise.
 from __future__ import annotations
 
 import os
-import zipfile
 from typing import Optional
 
 import numpy as np
 
 from datamodules.formats.events_common import EventArray, resolve_sensor_size
+from vision.atomic import atomic_write
 from vision.errors import DataError, PathLike
 
 FIELD_ALIASES: dict[str, tuple[str, ...]] = {
@@ -78,8 +78,8 @@ def _load(path: str) -> dict[str, np.ndarray]:
             return {"events": loaded}
         with loaded:
             return {key: loaded[key] for key in loaded.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(path, f"cannot read numpy events ({err})") from err
+    except Exception as err:  # zip, zlib and .npy header errors all mean "unreadable"
+        raise DataError(path, f"cannot read numpy events ({type(err).__name__}: {err})") from err
 
 
 def _columns(path: str, archive: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -116,7 +116,5 @@ def read_event_npz(path: PathLike, sensor_size: Optional[tuple[int, int]] = None
 
 def write_event_npz(path: PathLike, ev: EventArray) -> None:
     """Write ``ev`` as an ``.npz`` with arrays x, y, t, p, width, height (atomically)."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}.npz"  # np.savez appends .npz to names without it
-    np.savez(tmp, x=ev.x, y=ev.y, t=ev.t, p=ev.p, width=np.int64(ev.width), height=np.int64(ev.height))
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: np.savez(handle, x=ev.x, y=ev.y, t=ev.t, p=ev.p, width=np.int64(ev.width),
+                                              height=np.int64(ev.height)))

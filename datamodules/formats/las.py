@@ -13,6 +13,7 @@ holds the confidence; every other dimension, VLR and header field is kept.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, Optional
@@ -20,7 +21,8 @@ from typing import Literal, Optional
 import laspy
 import numpy as np
 
-from datamodules.formats.pointcloud_scene import PointCloudScene, atomic_path, validate_scene
+from datamodules.formats.pointcloud_scene import PointCloudScene, validate_scene
+from vision.atomic import atomic_path, refuse_existing
 from vision.errors import DataError, PathLike
 from vision.labels.types import IGNORE_INDEX
 
@@ -43,13 +45,67 @@ except ImportError:  # pragma: no cover - laspy[lazrs] is a dependency; LAS stil
     _LazError = laspy.errors.LaspyException
 
 
+#: LAZ compresses points about 5-10x; a header promising more than this times the file size is corrupt.
+MAX_LAZ_RATIO = 100
+_HEADER = struct.Struct("<4s20xBB68xHIIBHI")  # signature, version, header size .. legacy point count
+_HEADER_14 = struct.Struct("<QIQ")  # LAS 1.4 at byte 235: first EVLR offset, EVLR count, point count
+_EVLR_HEADER = 60  # user id 16, record id 2, then the uint64 record length at byte 20
+
+
+def _check_header_sizes(path: Path) -> None:
+    """DataError when the header promises more bytes than the file holds.
+
+    laspy trusts these numbers and allocates what they ask for before reading, so a corrupt
+    point count or EVLR length would exhaust memory instead of failing; hand-checked here
+    (LAS 1.4 R15, table 3) because laspy offers no size check before it reads.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(_HEADER.size + 512)
+        if len(head) < _HEADER.size:
+            raise DataError(path, f"malformed or truncated LAS/LAZ file ({size} bytes, shorter than a header)")
+        signature, major, minor, header_size, offset, _, point_format, record_length, count = \
+            _HEADER.unpack_from(head)
+        if signature != b"LASF":
+            raise DataError(path, "malformed or truncated LAS/LAZ file (no LASF signature)")
+        evlr_start = evlr_count = 0
+        if (major, minor) >= (1, 4) and len(head) >= 235 + _HEADER_14.size:
+            evlr_start, evlr_count, count_14 = _HEADER_14.unpack_from(head, 235)
+            count = count_14 or count
+        if offset > size or header_size > offset:
+            raise DataError(path, f"truncated or corrupt: points start at byte {offset} of {size}")
+        if point_format & 0x80:  # bit 7: LAZ-compressed points
+            if count * record_length > (size - offset) * MAX_LAZ_RATIO:
+                raise DataError(path, f"malformed or truncated LAS/LAZ file: header says {count} points, far "
+                                      f"more than {size - offset} compressed bytes can hold")
+        elif count * record_length > size - offset:
+            raise DataError(path, f"truncated: header says {count} points, file holds "
+                                  f"{(size - offset) // max(record_length, 1)}")
+        position = evlr_start
+        for _ in range(evlr_count if evlr_start else 0):
+            handle.seek(position + 20)
+            length = handle.read(8)
+            if position + _EVLR_HEADER > size or len(length) < 8:
+                raise DataError(path, f"truncated: extended VLR at byte {position} lies past the end ({size})")
+            position += _EVLR_HEADER + struct.unpack("<Q", length)[0]
+            if position > size:
+                raise DataError(path, f"truncated: an extended VLR ends at byte {position}, past the end ({size})")
+
+
 def _read_las(path: Path) -> laspy.LasData:
+    if not path.is_file():
+        raise DataError(path, "file does not exist")
+    try:
+        _check_header_sizes(path)
+    except (OSError, struct.error) as err:
+        raise DataError(path, f"malformed or truncated LAS/LAZ file ({err})") from err
     try:
         las = laspy.read(str(path))
     except FileNotFoundError as err:
         raise DataError(path, "file does not exist") from err
-    except (laspy.errors.LaspyException, _LazError, ValueError, OSError, EOFError) as err:
-        raise DataError(path, f"malformed or truncated LAS/LAZ file ({err})") from err
+    except (laspy.errors.LaspyException, _LazError, ValueError, OSError, EOFError, OverflowError,
+            MemoryError, struct.error) as err:
+        raise DataError(path, f"malformed or truncated LAS/LAZ file ({type(err).__name__}: {err})") from err
     if len(las.points) != las.header.point_count:
         raise DataError(path, f"truncated: header says {las.header.point_count} points, "
                               f"file holds {len(las.points)}")
@@ -203,8 +259,7 @@ def write_las_predictions(src: PathLike, dst: PathLike, labels: np.ndarray,
     Raises FileExistsError when ``dst`` exists and ``overwrite`` is False.
     """
     src, dst = Path(src), Path(dst)
-    if dst.exists() and not overwrite:
-        raise FileExistsError(f"{dst} exists; pass overwrite=True to replace it")
+    refuse_existing(dst, overwrite)  # before reading: a refused run costs no time
     las = _read_las(src)
     _set_predictions(las, labels, confidence, class_map, src)
     return _write(las, dst, overwrite)

@@ -15,7 +15,6 @@ Predictions for an NPY/NPZ input are written beside it as ``<stem>.pred.npy`` (i
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
@@ -26,11 +25,11 @@ from datamodules.formats.pointcloud_scene import (
     PointCloudScene,
     as_integer_ids,
     as_semantic_labels,
-    atomic_path,
     colors_to_unit,
     load_npy,
     validate_scene,
 )
+from vision.atomic import atomic_path, atomic_write, refuse_existing
 from vision.errors import DataError, PathLike
 
 #: Column / field names understood in ``columns`` and structured arrays, and what they hold.
@@ -131,8 +130,8 @@ def read_npz_cloud(path: PathLike, columns: Optional[Sequence[str]] = None,
             arrays = {key: archive[key] for key in archive.files}
     except FileNotFoundError as err:
         raise DataError(path, "file does not exist") from err
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(path, f"unreadable .npz file (truncated or not numpy): {err}") from err
+    except Exception as err:  # zip, zlib and .npy header errors all mean "unreadable"
+        raise DataError(path, f"unreadable .npz file (truncated or not numpy): {type(err).__name__}: {err}") from err
     found = {role: next((k for k in keys if k in arrays), None) for role, keys in NPZ_KEYS.items()}
     if found["coords"] is None:
         raise DataError(path, f"no coordinates: expected one of {NPZ_KEYS['coords']} (keys: {sorted(arrays)})")
@@ -192,15 +191,10 @@ def write_npy_predictions(input_path: PathLike, labels: np.ndarray, confidence: 
     The caller checks that ``N`` matches the input cloud (``pointcloud_io.write_predictions`` does).
     """
     pred_path, conf_path = prediction_paths(input_path, out_path)
-    if not overwrite:
-        for target in (pred_path, conf_path if confidence is not None else None):
-            if target is not None and target.exists():
-                raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
-    with atomic_path(pred_path, overwrite) as temp:
-        with open(temp, "wb") as handle:
-            np.save(handle, np.asarray(labels).astype(np.int64).reshape(-1))
+    for target in (pred_path, conf_path if confidence is not None else None):
+        if target is not None:
+            refuse_existing(target, overwrite)
+    atomic_write(pred_path, lambda handle: np.save(handle, np.asarray(labels).astype(np.int64).reshape(-1)))
     if confidence is not None:
-        with atomic_path(conf_path, overwrite) as temp:
-            with open(temp, "wb") as handle:
-                np.save(handle, np.asarray(confidence).astype(np.float32).reshape(-1))
+        atomic_write(conf_path, lambda handle: np.save(handle, np.asarray(confidence).astype(np.float32).reshape(-1)))
     return pred_path

@@ -22,10 +22,10 @@ from datamodules.formats.pointcloud_scene import (
     PointCloudScene,
     as_integer_ids,
     as_semantic_labels,
-    atomic_path,
     colors_to_unit,
     validate_scene,
 )
+from vision.atomic import atomic_path
 from vision.errors import DataError, PathLike
 
 #: Vertex properties searched, in order, for per-point semantic labels.

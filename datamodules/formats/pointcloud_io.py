@@ -26,7 +26,8 @@ from typing import Any, Optional
 import numpy as np
 
 from datamodules.formats import las, npy_cloud, ply, s3dis, scannet, semantickitti
-from datamodules.formats.pointcloud_scene import PointCloudScene, atomic_path, read_canonical
+from datamodules.formats.pointcloud_scene import PointCloudScene, read_canonical
+from vision.atomic import atomic_path
 from vision.errors import DataError, PathLike
 
 SUFFIXES = (".ply", ".npy", ".npz", ".las", ".laz", ".bin")

@@ -29,14 +29,13 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from vision.atomic import refuse_existing
 from vision.errors import DataError, PathLike
 from vision.labels.types import IGNORE_INDEX
 
@@ -133,12 +132,17 @@ def _validate_values(scene: PointCloudScene, where: PathLike, n: int) -> None:
             raise DataError(where, f"extra field {name!r} has {got} entries but the cloud has {n} points")
 
 
+#: Float ids beyond this are not stored exactly (float64 has a 53-bit mantissa) and may not fit int64.
+_MAX_FLOAT_ID = 2.0**53
+
+
 def as_integer_ids(values: np.ndarray, path: PathLike, name: str = "instance") -> np.ndarray:
-    """Per-point integer ids as int64; float storage must hold whole numbers."""
+    """Per-point integer ids as int64; float storage must hold whole numbers below 2**53."""
     values = np.asarray(values).reshape(-1)
     if values.dtype.kind == "f":
-        if not np.isfinite(values).all() or (values != np.round(values)).any():
-            raise DataError(path, f"{name} values must be whole numbers")
+        if (not np.isfinite(values).all() or (values != np.round(values)).any()
+                or (values.size and np.abs(values).max() >= _MAX_FLOAT_ID)):
+            raise DataError(path, f"{name} values must be whole numbers below 2**53")
     elif values.dtype.kind not in "iub":
         raise DataError(path, f"{name} must be numeric, got dtype {values.dtype}")
     return values.astype(np.int64)
@@ -173,26 +177,6 @@ def colors_to_unit(values: np.ndarray, path: PathLike, scale: Optional[float] = 
     return (values.astype(np.float64) / scale).astype(np.float32)
 
 
-@contextmanager
-def atomic_path(target: PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; rename it onto ``target`` when the block succeeds.
-
-    A half-written file never appears under the final name. Raises FileExistsError when
-    ``target`` exists and ``overwrite`` is False. The temporary name keeps ``target``'s suffix so
-    that libraries choosing a format by extension (laspy: ``.laz``) still see it.
-    """
-    target = Path(target)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
-    temp = target.with_name(f".{target.stem}.tmp-{uuid.uuid4().hex[:8]}{target.suffix}")
-    try:
-        yield temp
-        os.replace(temp, target)
-    finally:
-        if temp.exists():
-            temp.unlink()
-
-
 def write_canonical(scene: PointCloudScene, folder: PathLike, overwrite: bool = False) -> Path:
     """Write ``scene`` as one canonical scene folder (layout in the module docstring).
 
@@ -202,8 +186,7 @@ def write_canonical(scene: PointCloudScene, folder: PathLike, overwrite: bool = 
     """
     folder = Path(folder)
     validate_scene(scene, folder)
-    if folder.exists() and not overwrite:
-        raise FileExistsError(f"{folder} exists; pass overwrite=True to replace it")
+    refuse_existing(folder, overwrite)
     for name in scene.extra:
         if not _EXTRA_NAME.match(name):
             raise DataError(folder, f"extra field name {name!r} must be letters, digits or '_'")
@@ -248,8 +231,8 @@ def load_npy(path: Path, where: Optional[PathLike] = None) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except FileNotFoundError as err:
         raise DataError(where or path, f"missing file {path.name}") from err
-    except (ValueError, OSError, EOFError) as err:
-        raise DataError(path, f"unreadable .npy file (truncated or not numpy): {err}") from err
+    except Exception as err:  # a corrupt header raises ValueError, SyntaxError, TokenError...
+        raise DataError(path, f"unreadable .npy file (truncated or not numpy): {type(err).__name__}: {err}") from err
 
 
 def read_canonical(folder: PathLike) -> PointCloudScene:

@@ -18,6 +18,7 @@ from typing import Optional
 import numpy as np
 
 from datamodules.formats.events_common import EventArray, resolve_sensor_size
+from vision.atomic import atomic_write
 from vision.errors import DataError, PathLike
 
 RECORD = np.dtype([("t", "<u4"), ("addr", "<u4")])
@@ -108,7 +109,4 @@ def write_dat(path: PathLike, ev: EventArray) -> None:
                        | (np.asarray(ev.p, np.uint32) << 28))
     header = (f"% Data file containing Event2D events.\n% Version 2\n"
               f"% Width {ev.width}\n% Height {ev.height}\n").encode("ascii")
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as handle:
-        handle.write(header + bytes([0, RECORD.itemsize]) + records.tobytes())
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: handle.write(header + bytes([0, RECORD.itemsize]) + records.tobytes()))

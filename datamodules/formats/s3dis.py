@@ -21,7 +21,8 @@ from typing import Optional
 
 import numpy as np
 
-from datamodules.formats.pointcloud_scene import PointCloudScene, atomic_path, validate_scene
+from datamodules.formats.pointcloud_scene import PointCloudScene, validate_scene
+from vision.atomic import atomic_path
 from vision.errors import DataError, PathLike
 
 #: The 13 S3DIS benchmark classes; training id = position.
@@ -77,6 +78,8 @@ def _annotation_files(room: Path) -> list[tuple[Path, str]]:
         raise DataError(room, "no Annotations/ folder (expected Area_N/<room>/Annotations/*.txt)")
     found = []
     for path in folder.glob("*.txt"):
+        if path.name.startswith("."):  # the temporary file of an interrupted write
+            continue
         match = _ANNOTATION.match(path.name)
         if match is None:
             raise DataError(path, "annotation file name must be <class>_<k>.txt")
@@ -155,7 +158,7 @@ def s3dis_area_rooms(area: PathLike) -> list[Path]:
     area = Path(area)
     if not area.is_dir():
         raise DataError(area, "S3DIS area folder does not exist")
-    return sorted(p for p in area.iterdir() if (p / "Annotations").is_dir())
+    return sorted(p for p in area.iterdir() if (p / "Annotations").is_dir() and not p.name.startswith("."))
 
 
 def is_s3dis_room(path: Optional[PathLike]) -> bool:

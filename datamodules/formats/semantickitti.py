@@ -21,7 +21,8 @@ from typing import Optional, Union
 import numpy as np
 import yaml
 
-from datamodules.formats.pointcloud_scene import PointCloudScene, atomic_path, validate_scene
+from datamodules.formats.pointcloud_scene import PointCloudScene, validate_scene
+from vision.atomic import atomic_path
 from vision.errors import DataError, PathLike
 from vision.labels.types import IGNORE_INDEX
 
@@ -72,14 +73,14 @@ def load_learning_map(source: Union[PathLike, Mapping[int, int]]) -> KittiLabelM
         return KittiLabelMap(to_train, to_raw)
     path = Path(source)
     try:
-        config = yaml.safe_load(path.read_text())
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
         learning_map = {int(k): int(v) for k, v in config["learning_map"].items()}
         ignored = {int(k) for k, v in config.get("learning_ignore", {}).items() if v}
         learning_inv = {int(k): int(v) for k, v in config.get("learning_map_inv", {}).items()}
         names = {int(k): str(v) for k, v in config.get("labels", {}).items()}
     except FileNotFoundError as err:
         raise DataError(path, "file does not exist") from err
-    except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as err:
+    except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError, UnicodeDecodeError) as err:
         raise DataError(path, f"not a SemanticKITTI label config (needs learning_map): {err!r}") from err
     kept = sorted(set(learning_map.values()) - ignored)
     compact = {learning_id: i for i, learning_id in enumerate(kept)}

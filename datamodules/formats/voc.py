@@ -21,20 +21,24 @@ from __future__ import annotations
 
 import warnings
 import xml.etree.ElementTree as ET
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from datamodules.formats.detection_common import (
+    BadImageHandler,
     DetectionDataset,
     ImageRecord,
     SuspiciousBoxWarning,
     check_box,
     check_image_file,
     flat_file_names,
+    per_image,
     place_image,
     read_image_size,
+    read_text,
     refuse_existing,
     reject_points,
     stack_boxes,
@@ -87,11 +91,12 @@ def _parse_xml(path: Path) -> dict:
 
 def _split_ids(root: Path, split: Optional[str]) -> list[str]:
     if split is None:
-        return sorted(p.stem for p in (root / "Annotations").glob("*.xml"))
+        # hidden files are temporaries of interrupted writes (vision.atomic), not annotations
+        return sorted(p.stem for p in (root / "Annotations").glob("*.xml") if not p.name.startswith("."))
     path = root / "ImageSets" / "Main" / f"{split}.txt"
     if not path.is_file():
         raise DataError(path, f"split file for {split!r} not found")
-    ids = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    ids = [line.split()[0] for line in read_text(path, "split file").splitlines() if line.strip()]
     if len(set(ids)) != len(ids):
         raise DataError(path, "duplicate image ids in the split file")
     return ids
@@ -132,7 +137,8 @@ def _record(root: Path, image_id: str, raw: dict, class_of: dict, use_difficult:
 
 
 def read_voc(root: PathLike, split: Optional[str] = "train", class_names: Optional[list[str]] = None,
-             use_difficult: bool = False, verify_images: bool = False) -> DetectionDataset:
+             use_difficult: bool = False, verify_images: bool = False,
+             on_bad_image: Optional[BadImageHandler] = None) -> DetectionDataset:
     """Read a Pascal VOC folder into a :class:`DetectionDataset`.
 
     Args:
@@ -142,17 +148,25 @@ def read_voc(root: PathLike, split: Optional[str] = "train", class_names: Option
             Default: the sorted names found in *all* annotation files, so every split gets the same ids.
         use_difficult: keep objects marked ``difficult``.
         verify_images: decode every image and compare its size with the XML (slow).
+        on_bad_image: receives the DataError of an image whose XML or image file is bad, which is then
+            left out; None raises it. A bad split file always raises.
     """
     root = Path(root)
     if not (root / "Annotations").is_dir():
         raise DataError(root, "not a VOC folder: Annotations/ is missing")
     ids = _split_ids(root, split)
-    raw = {image_id: _parse_xml(root / "Annotations" / f"{image_id}.xml") for image_id in ids}
+    parsed = {image_id: per_image(on_bad_image, partial(_parse_xml, root / "Annotations" / f"{image_id}.xml"))
+              for image_id in ids}
+    raw = {image_id: item for image_id, item in parsed.items() if item is not None}
     if class_names is None:
-        every = {p.stem: raw.get(p.stem) or _parse_xml(p) for p in (root / "Annotations").glob("*.xml")}
-        class_names = sorted({obj["name"] for item in every.values() for obj in item["objects"]})
+        every = [raw.get(p.stem) or per_image(on_bad_image, partial(_parse_xml, p))
+                 for p in (root / "Annotations").glob("*.xml")
+                 if not p.name.startswith(".") and (p.stem not in parsed or p.stem in raw)]
+        class_names = sorted({obj["name"] for item in every if item is not None for obj in item["objects"]})
     class_of = {name: i for i, name in enumerate(class_names)}
-    records = [_record(root, image_id, raw[image_id], class_of, use_difficult, verify_images) for image_id in ids]
+    records = [per_image(on_bad_image, partial(_record, root, image_id, item, class_of, use_difficult, verify_images))
+               for image_id, item in raw.items()]
+    records = [record for record in records if record is not None]
     return DetectionDataset(list(class_names), records, root / "JPEGImages")
 
 

@@ -15,6 +15,7 @@ YOLO cannot store point labels or "boxes may be missing" flags.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -23,13 +24,16 @@ import yaml
 
 from datamodules.formats.detection_common import (
     IMAGE_EXTENSIONS,
+    BadImageHandler,
     DetectionDataset,
     ImageRecord,
     check_box,
     check_image_file,
     flat_file_names,
+    per_image,
     place_image,
     read_image_size,
+    read_text,
     refuse_existing,
     reject_points,
     stack_boxes,
@@ -42,7 +46,7 @@ CLASS_FILES = ("classes.txt", "data.yaml", "dataset.yaml")
 
 def _names_from_yaml(path: Path) -> list[str]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(path, "class names file"))
     except yaml.YAMLError as err:
         raise DataError(path, f"malformed YAML ({err})") from None
     names = data.get("names") if isinstance(data, dict) else None
@@ -64,7 +68,8 @@ def read_yolo_classes(root: PathLike, classes_file: Optional[PathLike] = None) -
             continue
         if path.suffix in (".yaml", ".yml"):
             return _names_from_yaml(path)
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        names = [line.strip() for line in read_text(path, "class names file").splitlines()
+                 if line.strip()]
         if not names or len(set(names)) != len(names):
             raise DataError(path, "class names must be non-empty and unique")
         return names
@@ -93,7 +98,7 @@ def _read_labels(path: Path, width: int, height: int, num_classes: int):
     if not path.is_file():
         return stack_boxes([], [])
     boxes, classes = [], []
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line, text in enumerate(read_text(path, "label file").splitlines(), start=1):
         if not text.strip():
             continue
         class_id, (cx, cy, w, h) = _parse_row(text, path, line, num_classes)
@@ -104,7 +109,9 @@ def _read_labels(path: Path, width: int, height: int, num_classes: int):
 
 
 def _image_files(images_dir: Path) -> list[Path]:
-    files = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    # hidden files are temporaries of interrupted writes (vision.atomic), not images
+    files = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                   and not p.name.startswith("."))
     stems: dict[Path, Path] = {}
     for path in files:
         key = path.with_suffix("")
@@ -114,8 +121,18 @@ def _image_files(images_dir: Path) -> list[Path]:
     return files
 
 
+def _record(images_dir: Path, labels_dir: Path, image_path: Path, num_classes: int,
+            verify_images: bool) -> ImageRecord:
+    relative = image_path.relative_to(images_dir)
+    label_path = labels_dir / relative.with_suffix(".txt")
+    width, height = read_image_size(image_path)
+    check_image_file(image_path, width, height, verify_images, label_path)
+    boxes = _read_labels(label_path, width, height, num_classes)
+    return ImageRecord(relative.with_suffix("").as_posix(), relative.as_posix(), width, height, boxes)
+
+
 def read_yolo(root: PathLike, split: Optional[str] = None, classes_file: Optional[PathLike] = None,
-              verify_images: bool = False) -> DetectionDataset:
+              verify_images: bool = False, on_bad_image: Optional[BadImageHandler] = None) -> DetectionDataset:
     """Read a YOLO folder into a :class:`DetectionDataset`.
 
     Args:
@@ -123,6 +140,8 @@ def read_yolo(root: PathLike, split: Optional[str] = None, classes_file: Optiona
         split: optional subfolder (``images/<split>``, ``labels/<split>``).
         classes_file: class names file; default: ``classes.txt``, ``data.yaml`` or ``dataset.yaml`` in root.
         verify_images: decode every image (slow); otherwise only its header is read for the size.
+        on_bad_image: receives the DataError of an image whose file or label file is bad, which is then
+            left out; None raises it.
 
     Image ids are image paths relative to ``images[/<split>]`` without extension. A label file
     without a matching image raises DataError.
@@ -135,17 +154,12 @@ def read_yolo(root: PathLike, split: Optional[str] = None, classes_file: Optiona
     if not images_dir.is_dir():
         raise DataError(images_dir, "YOLO images folder not found")
     files = _image_files(images_dir)
-    records = []
-    for image_path in files:
-        relative = image_path.relative_to(images_dir)
-        label_path = labels_dir / relative.with_suffix(".txt")
-        width, height = read_image_size(image_path)
-        check_image_file(image_path, width, height, verify_images, label_path)
-        boxes = _read_labels(label_path, width, height, len(categories))
-        records.append(ImageRecord(relative.with_suffix("").as_posix(), relative.as_posix(), width, height, boxes))
-    expected = {labels_dir / Path(r.file_name).with_suffix(".txt") for r in records}
+    records = [per_image(on_bad_image, partial(_record, images_dir, labels_dir, image_path, len(categories),
+                                               verify_images)) for image_path in files]
+    records = [record for record in records if record is not None]
+    expected = {labels_dir / path.relative_to(images_dir).with_suffix(".txt") for path in files}
     for label_path in sorted(labels_dir.rglob("*.txt")) if labels_dir.is_dir() else []:
-        if label_path not in expected:
+        if label_path not in expected and not label_path.name.startswith("."):
             raise DataError(label_path, f"label file has no image in {images_dir}")
     return DetectionDataset(categories, records, images_dir)
 

@@ -79,7 +79,7 @@ def test_convert_refuses_unknown_formats_and_existing_output(tmp_path):
     with pytest.raises(DataError, match="unknown detection format 'kitti'"):
         convert_detection(json_path, "coco", tmp_path / "out", "kitti")
     convert_detection(json_path, "coco", tmp_path / "out", "yolo")
-    with pytest.raises(DataError, match="already exists; pass overwrite=True"):
+    with pytest.raises(DataError, match="already exists; pass --overwrite"):
         convert_detection(json_path, "coco", tmp_path / "out", "yolo")
     convert_detection(json_path, "coco", tmp_path / "out", "yolo", overwrite=True)
 

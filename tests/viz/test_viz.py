@@ -126,7 +126,7 @@ def test_same_input_same_pixels_and_no_silent_overwrite(tmp_path, room):
     second = render_point_cloud_panels(coords, {"full labels": labels}, NAMES, tmp_path / "b.png", max_points=2000)
     assert np.array_equal(pixels(first), pixels(second))
     before = first.read_bytes()
-    with pytest.raises(FileExistsError, match="a.png exists"):
+    with pytest.raises(FileExistsError, match="a.png: already exists"):
         render_point_cloud_panels(coords, {"full labels": 2 - labels}, NAMES, first)
     assert first.read_bytes() == before
     render_point_cloud_panels(coords, {"full labels": 2 - labels}, NAMES, first, overwrite=True)

@@ -14,7 +14,9 @@ images into event recordings by simulated saccades
 (:func:`datamodules.synthetic.saccades.images_to_event_recordings`).
 
 Bad input prints ``sparsevision convert: <path>: <reason>`` and returns 2; existing outputs are never
-replaced without ``--overwrite``.
+replaced without ``--overwrite`` (checked before anything is written). Every file is written under a
+hidden temporary name and renamed when complete (:mod:`vision.atomic`; a scene folder as a whole), so
+an interrupted conversion leaves no half-written output under a name a later run would read.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from datamodules.formats.detection_common import IMAGE_EXTENSIONS
 from datamodules.formats.detection_convert import DETECTION_FORMATS, convert_detection
 from datamodules.formats.pointcloud_io import SUFFIXES, read_point_cloud
 from datamodules.formats.pointcloud_scene import PointCloudScene, write_canonical
+from vision.atomic import refuse_existing
 from vision.errors import DataError
 from vision.labels.types import IGNORE_INDEX
 
@@ -134,6 +137,8 @@ def load_class_map(text: str) -> dict[int, int]:
 
 def _is_scene_file(path: Path, fmt: str) -> bool:
     name = path.name.lower()
+    if name.startswith("."):  # hidden: e.g. the temporary file of a write that was interrupted
+        return False
     if fmt == "auto":
         return (path.suffix.lower() in SUFFIXES and ".pred." not in name
                 and not name.endswith(SIBLING_ENDINGS))
@@ -230,10 +235,8 @@ def convert_pointclouds(src: Path, dst: Path, fmt: str = "auto", class_map: Opti
     """Write every scene under ``src`` as ``dst/<name>/``; returns one stats dict per scene."""
     _check_destination(src, dst)
     scenes = discover_scenes(src, fmt)
-    if not overwrite:
-        for name, _ in scenes:
-            if (dst / name).exists():
-                raise DataError(dst / name, "already exists; pass --overwrite to replace it")
+    for name, _ in scenes:  # all checked before the first write: a refused run changes nothing
+        refuse_existing(dst / name, overwrite)
     _check_label_maps(scenes, fmt, src, class_map, learning_map)
     label_map = semantickitti.load_learning_map(learning_map) if learning_map else None
     stats = []
@@ -320,7 +323,7 @@ def main(argv: Optional[list] = None) -> int:
         run(args)
     except (DataError, FileExistsError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
-        if "overwrite=True" in str(exc):
+        if "overwrite=True" in str(exc) and "--overwrite" not in str(exc):
             print(f"{PROG}: pass --overwrite to replace existing outputs", file=sys.stderr)
         return 2
     return 0

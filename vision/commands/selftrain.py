@@ -7,6 +7,10 @@ labels; (4) write ``<out>/round<R>.weak.{json,npz}``: the human labels plus thos
 (``source = pseudo``); the next round trains on that file. When the datamodule has full labels, each
 round logs the pseudo-labels' precision against them (never used for training).
 
+Nothing is lost: every file is written to a temporary name and renamed when complete, and a folder
+that holds an earlier run's outputs (``round*``, ``summary.json``; also what a killed run left) is
+refused unless ``--overwrite``.
+
 The datamodule must offer ``full_labels(split)``, ``weak_label_file`` / ``predict_split`` init
 arguments, and a ``predict_step`` returning ``{"sample_id", "label", "confidence"}`` per original point
 (``(N,)``) or pixel (``(H, W)``).
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vision.atomic import atomic_write_text
 from vision.errors import DataError
 from vision.labels.conversions import pixel_of
 
@@ -36,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-confidence", type=float, default=0.0, help="never keep predictions below this")
     parser.add_argument("--out", default=None, help="output folder (default outputs/selftrain/<config-stem>)")
     parser.add_argument("--overwrite", action="store_true", help="replace weak-label files of an earlier run")
-    parser.add_argument("overrides", nargs="*", help="extra LightningCLI options, e.g. --trainer.max_epochs=5")
+    parser.epilog = ("Any other options are LightningCLI options of every fit, passed on in order "
+                     "(e.g. --trainer.max_epochs 5 or --trainer.max_epochs=5).")
     return parser
 
 
@@ -101,14 +107,20 @@ def pseudo_precision(pseudo: dict, datamodule) -> float | None:
     return correct / total if total else None
 
 
+def earlier_outputs(out: Path) -> list[Path]:
+    """What an earlier run left in ``out``: round folders, weak-label files, the summary (sorted)."""
+    names = ("round*", "summary.json")
+    return sorted({path for pattern in names for path in out.glob(pattern)})
+
+
 def main(argv: list[str]) -> int:
-    args, unknown = _parser().parse_known_args(argv)
-    overrides = list(args.overrides) + unknown
+    # no positional arguments: the LightningCLI options and their values stay in the user's order
+    args, overrides = _parser().parse_known_args(argv)
     out = Path(args.out or Path("outputs") / "selftrain" / Path(args.config[-1]).stem)
-    existing = sorted(out.glob("round*.weak.json"))
+    existing = earlier_outputs(out)
     if existing and not args.overwrite:
         print(f"sparsevision selftrain: {out} already holds {existing[0].name}; pass --overwrite to replace "
-              "an earlier run's weak-label files, or choose another --out", file=sys.stderr)
+              "an earlier run's outputs, or choose another --out", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
     from vision.engine.prediction_writer import PseudoLabelWriter, load_predictions
@@ -145,7 +157,7 @@ def main(argv: list[str]) -> int:
                    pseudo_precision=pseudo_precision(pseudo, datamodule))
         summary.append(row)
         print(f"selftrain round {round_index}: {row}")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
     return 0
 

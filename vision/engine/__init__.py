@@ -6,6 +6,8 @@
 - :func:`select_confident_per_class` and the precision helpers - pseudo-label selection for offline
   self-training (SQN-style top fraction, per class).
 - :class:`PseudoLabelWriter` / :func:`load_predictions` - distributed prediction for self-training rounds.
+- :class:`ExactResume` - a resumed run ends with the weights of an uninterrupted one (training-step
+  randomness from ``(seed, epoch, batch)``, loader position restored).
 """
 
 from vision.engine.dual_student import DualStudent, confident_targets
@@ -20,6 +22,7 @@ __all__ = [
     "DualStudent",
     "EMATeacher",
     "PseudoLabelWriter",
+    "ExactResume",
     "confident_targets",
     "load_predictions",
     "pseudo_label_precision",
@@ -29,9 +32,13 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # the writer imports lightning (seconds to load); only pay for it when it is used
+    # these import lightning (seconds to load); only pay for it when they are used
     if name in ("PseudoLabelWriter", "load_predictions"):
         from vision.engine import prediction_writer
 
         return getattr(prediction_writer, name)
+    if name == "ExactResume":
+        from vision.engine.exact_resume import ExactResume
+
+        return ExactResume
     raise AttributeError(f"module 'vision.engine' has no attribute {name!r}")

@@ -6,7 +6,10 @@ improve semi-supervised deep learning results", NeurIPS 2017, eq. (1):
 
 The teacher is a plain :class:`torch.nn.Module`, so a LightningModule that holds it as an attribute
 saves it in every checkpoint and restores it on resume with no extra code. The task calls
-:meth:`EMATeacher.update` from ``on_train_batch_end``::
+:meth:`EMATeacher.update` right after each optimizer step, in ``optimizer_step`` (not in
+``on_train_batch_end``: a ``ModelCheckpoint(every_n_train_steps=...)`` writes its checkpoint in the
+callbacks' ``on_train_batch_end``, which Lightning runs before the module's, so that checkpoint
+would hold a teacher one update behind and a resumed run would drift)::
 
     class SegmentationTask(L.LightningModule):
         def __init__(self, model):
@@ -17,8 +20,9 @@ saves it in every checkpoint and restores it on resume with no extra code. The t
         def configure_optimizers(self):
             return torch.optim.AdamW(self.model.parameters())  # the student only
 
-        def on_train_batch_end(self, outputs, batch, batch_idx):
-            self.teacher.update(self.model, self.global_step)
+        def optimizer_step(self, *args, **kwargs):
+            super().optimizer_step(*args, **kwargs)
+            self.teacher.update(self.model, self.global_step + 1)  # the step just taken (1, 2, ...)
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ from __future__ import annotations
 import glob
 import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from vision.atomic import atomic_write
 from vision.errors import DataError, PathLike
 
 RANK_FILE_PATTERN = "predictions-rank{rank}.npz"
@@ -49,8 +49,8 @@ class PseudoLabelWriter(BasePredictionWriter):
             ``return_predictions=False``, the usual choice) or ``"epoch"`` (read
             ``trainer.predict_loop.predictions``; needs ``return_predictions=True``).
 
-    The file is written once at the end of prediction, to a temporary file then ``os.replace``-d,
-    so a reader never sees half a file.
+    The file is written once at the end of prediction, to a temporary file then renamed
+    (:func:`vision.atomic.atomic_write`), so a reader never sees half a file.
     """
 
     def __init__(self, output_dir: PathLike, write_interval: Literal["batch", "epoch"] = "batch") -> None:
@@ -95,7 +95,7 @@ class PseudoLabelWriter(BasePredictionWriter):
             arrays[f"{sample_id}/label"] = label
             arrays[f"{sample_id}/confidence"] = self._confidence[sample_id]
         target = os.path.join(self.output_dir, RANK_FILE_PATTERN.format(rank=trainer.global_rank))
-        _write_npz_atomically(target, arrays)
+        atomic_write(target, lambda stream: np.savez(stream, **arrays))
 
     def add(self, prediction: Any) -> None:
         """Store one ``predict_step`` output (the dict described in the class docstring)."""
@@ -141,19 +141,6 @@ def _check_same(path: PathLike, sample_id: str, first, second) -> None:
             and np.allclose(conf_a.astype(np.float32), conf_b.astype(np.float32), atol=_CONFIDENCE_ATOL))
     if not same:
         raise DataError(path, f"sample {sample_id!r} predicted twice with different values")
-
-
-def _write_npz_atomically(target: str, arrays: dict[str, np.ndarray]) -> None:
-    folder = os.path.dirname(target) or "."
-    handle, temporary = tempfile.mkstemp(prefix=".predictions-", suffix=".npz.tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-        os.replace(temporary, target)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 def load_predictions(output_dir: PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -28,9 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-import zipfile
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -41,6 +38,7 @@ from typing import Optional, Union
 import numpy as np
 
 import vision
+from vision.atomic import atomic_write, atomic_write_text, refuse_existing
 from vision.errors import DataError, PathLike
 from vision.labels.conversions import pixel_of, positions_to_points, read_scannet_indices
 from vision.labels.protocols import WeakLabelProtocol
@@ -131,13 +129,11 @@ class WeakLabelSet(Mapping):
         """Write ``PREFIX.weak.json`` and ``PREFIX.weak.npz`` atomically; returns both paths.
 
         Raises:
-            FileExistsError: either file exists and ``overwrite`` is False.
+            OutputExistsError: (a FileExistsError) either file exists and ``overwrite`` is False.
         """
         json_path, npz_path = weak_file_paths(path_prefix)
-        existing = [p for p in (json_path, npz_path) if p.exists()]
-        if existing and not overwrite:
-            raise FileExistsError(f"{existing[0]}: weak-label file already exists; pass overwrite=True "
-                                  "(sparsevision sparsify --overwrite) to replace it")
+        for existing in (json_path, npz_path):
+            refuse_existing(existing, overwrite)
         if "" in self.labels:
             raise ValueError("an empty sample id cannot be stored (npz keys are '<sample_id>/<field>')")
         arrays = {}
@@ -145,8 +141,8 @@ class WeakLabelSet(Mapping):
             arrays.update(_sample_arrays(sample_id, self[sample_id]))
         text = json.dumps(self.header(), indent=2) + "\n"
         # the npz goes first: a reader opens the json, so a crash in between leaves no half-written pair
-        _atomic_write(npz_path, lambda f: np.savez_compressed(f, **arrays))
-        _atomic_write(json_path, lambda f: f.write(text.encode("utf-8")))
+        atomic_write(npz_path, lambda f: np.savez_compressed(f, **arrays))
+        atomic_write_text(json_path, text)
         return json_path, npz_path
 
     @classmethod
@@ -170,10 +166,16 @@ class WeakLabelSet(Mapping):
         if weak.counts()["total"] != counts.get("total"):
             raise DataError(npz_path, f"holds {weak.counts()['total']} labels but {json_path.name} counts "
                                       f"{counts.get('total')}; the two files come from different runs")
-        if expected_sha256 is not None and expected_sha256 != weak.source_sha256:
-            raise DataError(json_path, f"made from other labels: file records source_sha256 {weak.source_sha256}"
-                                       f" but the dataset hashes to {expected_sha256}; re-run sparsevision sparsify")
+        if expected_sha256 is not None:
+            weak.check_source(expected_sha256, json_path)
         return weak
+
+    def check_source(self, expected_sha256: str, where: PathLike = "weak labels") -> None:
+        """DataError (naming ``where`` and both hashes) unless these labels were drawn from the full labels
+        that hash to ``expected_sha256`` (:func:`source_sha256` of the dataset about to be trained on)."""
+        if expected_sha256 != self.source_sha256:
+            raise DataError(where, f"made from other labels: file records source_sha256 {self.source_sha256}"
+                                   f" but the dataset hashes to {expected_sha256}; re-run sparsevision sparsify")
 
     def merge_pseudo(self, pseudo: Mapping[str, PointLabels]) -> WeakLabelSet:
         """A new set with this set's human labels plus ``pseudo`` where no human label sits (self-training).
@@ -232,21 +234,6 @@ def _arrays_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a)
 
 
-def _atomic_write(path: Path, write: Callable) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
 def _read_header(path: Path) -> dict:
     try:
         header = json.loads(path.read_text(encoding="utf-8"))
@@ -281,7 +268,7 @@ def _read_npz(path: Path) -> dict:
             arrays = {key: npz[key] for key in npz.files}
     except FileNotFoundError:
         raise DataError(path, "weak-label arrays not found") from None
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+    except Exception as exc:  # zip, zlib and .npy header errors (even TokenError) mean "unreadable"
         raise DataError(path, f"malformed or truncated weak-label arrays ({type(exc).__name__}: {exc})") from None
     samples: dict = {}
     for key, value in arrays.items():

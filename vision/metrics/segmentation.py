@@ -62,6 +62,8 @@ class SegmentationScores(MulticlassConfusionMatrix):
     def log_to(self, module, stage: str) -> None:
         """Log :meth:`log_dict` from a LightningModule (``<stage>/miou`` on the progress bar), then reset."""
         scores = self.log_dict(stage)
-        module.log(f"{stage}/miou", scores.pop(f"{stage}/miou"), prog_bar=True)
-        module.log_dict(scores)
+        # compute() already summed every rank's confusion matrix: sync_dist averages equal values (and
+        # tells Lightning the epoch value is global, which silences its DDP warning)
+        module.log(f"{stage}/miou", scores.pop(f"{stage}/miou"), prog_bar=True, sync_dist=True)
+        module.log_dict(scores, sync_dist=True)
         self.reset()

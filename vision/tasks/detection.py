@@ -62,7 +62,7 @@ def _empty_boxes(like: Tensor) -> Tensor:
 
 def make_map_metric(class_metrics: bool = False):
     """COCO mAP (xyxy boxes) with the faster-coco-eval backend, pycocotools when it is missing."""
-    from torchmetrics.detection import MeanAveragePrecision
+    from vision.metrics.detection import MeanAveragePrecision  # syncs ranks with uneven image counts
 
     try:
         return MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="faster_coco_eval",
@@ -220,9 +220,12 @@ class DetectionTask(L.LightningModule):
                        "train/ignored_negatives": float(self.last_ignored_negatives)}, batch_size=size)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # the teacher follows here, not in on_train_batch_end: a checkpoint every N steps is written in
+        # the callbacks' on_train_batch_end, which runs first and would miss this step's update
         if self.teacher is not None:
-            self.teacher.update(self.model, self.global_step)
+            self.teacher.update(self.model, self.global_step + 1)  # global_step counts this step after the hook
 
     # ------------------------------------------------------------------ inference
     def detect(self, images: list[Tensor]) -> list[dict[str, Tensor]]:

@@ -31,9 +31,9 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor, nn
 
 from datamodules.formats.dsec import write_label_png
+from vision.atomic import OutputExistsError
 from vision.engine.dual_student import DualStudent, reinitialised_copy
 from vision.engine.schedules import warmup_cosine
-from vision.errors import DataError
 from vision.labels.types import IGNORE_INDEX
 from vision.losses.partial_cross_entropy import PartialCrossEntropy
 from vision.losses.prototype_contrastive import PrototypeContrastiveLoss
@@ -236,8 +236,8 @@ class EventSegmentation(L.LightningModule):
 class EventPredictionWriter(BasePredictionWriter):
     """Write each predicted frame as a label PNG next to its recording: ``<seq>/<folder>/<label file name>``.
 
-    Uses :func:`write_label_png` (8-bit class ids, the DSEC-Semantic format), so predictions read
-    back like labels. An existing, non-empty ``<seq>/<folder>`` is never overwritten unless
+    Uses :func:`write_label_png` (8-bit class ids, the DSEC-Semantic format, written to a temporary
+    file and renamed), so predictions read back like labels and a killed run leaves no half PNG. An existing, non-empty ``<seq>/<folder>`` is never overwritten unless
     ``overwrite=True``: pick a fresh ``folder`` instead. The data module must provide
     ``sequence_folder(sample_id)`` and ``label_path(sample_id)`` (:class:`EventSegmentationDataModule`).
     """
@@ -253,11 +253,12 @@ class EventPredictionWriter(BasePredictionWriter):
 
     def on_predict_start(self, trainer, pl_module) -> None:
         datamodule = trainer.datamodule
-        folders = {datamodule.sequence_folder(f.sample_id) / self.folder for f in datamodule.frames("test")}
+        split = getattr(datamodule, "hparams", {}).get("predict_split", "test")
+        folders = {datamodule.sequence_folder(f.sample_id) / self.folder for f in datamodule.frames(split)}
         for folder in sorted(folders):
             if not self.overwrite and folder.is_dir() and any(folder.iterdir()):
-                raise DataError(folder, "prediction folder exists and is not empty; choose another folder "
-                                        "name or pass overwrite=True")
+                raise OutputExistsError(folder, "prediction folder exists and is not empty; choose another "
+                                                "prediction_folder or pass overwrite_predictions=true")
         trainer.strategy.barrier("EventPredictionWriter.check")  # no rank writes before every rank checked
         for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)

@@ -138,9 +138,12 @@ class PointCloudSegmentation(L.LightningModule):
         self.contrastive.update(features, labels, confidence)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # the teacher follows here, not in on_train_batch_end: a checkpoint every N steps is written in
+        # the callbacks' on_train_batch_end, which runs first and would miss this step's update
         if self.teacher is not None:
-            self.teacher.update(self.model, self.global_step)
+            self.teacher.update(self.model, self.global_step + 1)  # global_step counts this step after the hook
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["contrastive_feature_dim"] = None if self.contrastive is None else self.contrastive.feature_dim
@@ -148,7 +151,7 @@ class PointCloudSegmentation(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         dim = checkpoint.get("contrastive_feature_dim")
         if dim is not None and self.contrastive is None:  # rebuild the memory queue so its state loads
-            self.contrastive = PrototypeContrastiveLoss(self.hparams.num_classes, dim)
+            self.contrastive = PrototypeContrastiveLoss(self.hparams.num_classes, dim).to(self.device)
 
     # ------------------------------------------------------------------ inference
     def _inference_net(self) -> nn.Module:

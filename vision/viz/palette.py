@@ -15,8 +15,6 @@ gives the same file.
 from __future__ import annotations
 
 import colorsys
-import os
-import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from vision.atomic import atomic_path, refuse_existing
 from vision.errors import PathLike
 from vision.labels.types import IGNORE_INDEX
 
@@ -100,23 +99,9 @@ def new_figure(width_in: float, height_in: float) -> Figure:
     return figure
 
 
-def refuse_existing(out_png: PathLike, overwrite: bool) -> Path:
-    """``out_png`` as a Path; FileExistsError when it exists and ``overwrite`` is False."""
-    out = Path(out_png)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
-    return out
-
-
 def save_figure(figure: Figure, out_png: PathLike, overwrite: bool = False) -> Path:
     """Write ``figure`` as a PNG at ``out_png`` atomically; returns the path."""
     out = refuse_existing(out_png, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.stem}.tmp-{uuid.uuid4().hex[:8]}.png")
-    try:
+    with atomic_path(out, overwrite=True) as temp:
         figure.savefig(temp, format="png", dpi=DPI, metadata={"Software": None})
-        os.replace(temp, out)
-    finally:
-        if temp.exists():
-            temp.unlink()
     return out
