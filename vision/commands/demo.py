@@ -88,6 +88,18 @@ def install_seconds() -> Optional[float]:
         return None
 
 
+def _quiet_lightning() -> None:
+    """The demo shows its own progress: Lightning's per-run banners (seed, devices, tips) would bury it."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning_utilities"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # EMA teachers are kept in eval mode on purpose
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sparsevision demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,6 +126,7 @@ def main(argv: list[str]) -> int:
     from vision.demo.report import markdown, to_html
     from vision.demo.runner import run_task
 
+    _quiet_lightning()
     console = Console()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
