@@ -42,7 +42,7 @@ from datamodules.formats.detection_common import (
     DetectionDataset,
     ImageRecord,
     check_image_file,
-    refuse_existing,
+    refuse_any_existing,
 )
 from datamodules.formats.voc import read_voc
 from datamodules.formats.yolo import read_yolo
@@ -351,7 +351,7 @@ class CocoResultsWriter(BasePredictionWriter):
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage == "predict":
-            refuse_existing([self._path(trainer)], self.overwrite)
+            refuse_any_existing([self._path(trainer)], self.overwrite)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx: int,
                            dataloader_idx: int = 0) -> None:

@@ -46,11 +46,11 @@ from datamodules.formats.detection_common import (
     check_image_file,
     check_point,
     per_image,
-    refuse_existing,
+    refuse_any_existing,
     stack_boxes,
     stack_points,
-    write_text_atomic,
 )
+from vision.atomic import atomic_write_text
 from vision.errors import DataError, PathLike
 from vision.labels.types import BoxLabels
 
@@ -237,7 +237,7 @@ def write_coco(dataset: DetectionDataset, json_path: PathLike, overwrite: bool =
     exists and ``overwrite`` is False.
     """
     path = Path(json_path)
-    refuse_existing([path], overwrite)
+    refuse_any_existing([path], overwrite)
     image_ids, category_ids = coco_id_maps(dataset)
     images, annotations = [], []
     for record in dataset.images:
@@ -250,7 +250,7 @@ def write_coco(dataset: DetectionDataset, json_path: PathLike, overwrite: bool =
         annotations += _annotations(record, entry["id"], category_ids, len(annotations) + 1)
     categories = [{"id": c, "name": n} for c, n in zip(category_ids, dataset.categories)]
     text = json.dumps({"images": images, "annotations": annotations, "categories": categories})
-    write_text_atomic(path, text)
+    atomic_write_text(path, text)
 
 
 PredictionSet = Union[BoxLabels, Mapping[str, Any]]
@@ -282,7 +282,7 @@ def write_coco_results(predictions: Mapping[str, PredictionSet], json_path: Path
         category_id_map: 0-based class id -> COCO category id.
     """
     path = Path(json_path)
-    refuse_existing([path], overwrite)
+    refuse_any_existing([path], overwrite)
     results = []
     for image_id, prediction in predictions.items():
         if image_id not in image_id_map:
@@ -298,4 +298,4 @@ def write_coco_results(predictions: Mapping[str, PredictionSet], json_path: Path
                             "category_id": int(category_id_map[int(label)]),
                             "bbox": [_number(x1), _number(y1), _number(x2 - x1), _number(y2 - y1)],
                             "score": round(float(score), 6)})
-    write_text_atomic(path, json.dumps(results))
+    atomic_write_text(path, json.dumps(results))

@@ -29,8 +29,7 @@ from typing import Optional, TypeVar
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from vision.atomic import atomic_write_text
-from vision.atomic import refuse_existing as refuse_path
+from vision.atomic import refuse_existing
 from vision.errors import DataError, PathLike
 from vision.labels.types import BoxLabels, PointLabels
 
@@ -241,19 +240,11 @@ def stack_points(points: list[np.ndarray], class_ids: list[int]) -> Optional[Poi
     return PointLabels(class_id=np.asarray(class_ids, np.int32), xy=np.stack(points).astype(np.float32))
 
 
-def refuse_existing(paths: list[Path], overwrite: bool) -> None:
+def refuse_any_existing(paths: list[Path], overwrite: bool) -> None:
     """:class:`~vision.atomic.OutputExistsError` (a DataError and a FileExistsError) naming the first
     of ``paths`` that exists, unless ``overwrite``; checked before anything is written."""
     for path in paths:
-        refuse_path(path, overwrite)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and :func:`os.replace`.
-
-    A crash never leaves a half-written annotation file behind.
-    """
-    atomic_write_text(path, text)
+        refuse_existing(path, overwrite)
 
 
 def flat_file_names(dataset: DetectionDataset, dst: PathLike) -> list[str]:
@@ -281,7 +272,7 @@ def place_image(src: Path, dst: Path, overwrite: bool) -> None:
     if not src.is_file():
         raise DataError(src, "image file not found")
     if dst.exists() or dst.is_symlink():
-        refuse_path(dst, overwrite)
+        refuse_existing(dst, overwrite)
         if dst.resolve() == src.resolve():
             return
     dst.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from datamodules.formats.detection_common import (
     DetectionDataset,
     flat_file_names,
     place_image,
-    refuse_existing,
+    refuse_any_existing,
 )
 from datamodules.formats.voc import read_voc, write_voc
 from datamodules.formats.yolo import read_yolo, write_yolo
@@ -67,7 +67,7 @@ def read_detection(src: PathLike, src_format: str, split: Optional[str] = None,
 
 def _write_coco_folder(dataset: DetectionDataset, dst: Path, overwrite: bool) -> None:
     names = flat_file_names(dataset, dst)
-    refuse_existing([dst / COCO_JSON_NAME] + [dst / "images" / n for n in names], overwrite)
+    refuse_any_existing([dst / COCO_JSON_NAME] + [dst / "images" / n for n in names], overwrite)
     for record, name in zip(dataset.images, names):
         place_image(dataset.image_path(record), dst / "images" / name, overwrite)
     records = [dataclasses.replace(record, file_name=name) for record, name in zip(dataset.images, names)]

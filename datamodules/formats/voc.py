@@ -39,11 +39,11 @@ from datamodules.formats.detection_common import (
     place_image,
     read_image_size,
     read_text,
-    refuse_existing,
+    refuse_any_existing,
     reject_points,
     stack_boxes,
-    write_text_atomic,
 )
+from vision.atomic import atomic_write_text
 from vision.errors import DataError, PathLike
 
 
@@ -210,9 +210,9 @@ def write_voc(dataset: DetectionDataset, root: PathLike, split: str = "trainval"
     names = flat_file_names(dataset, root)
     stems = [Path(name).stem for name in names]
     split_file = root / "ImageSets" / "Main" / f"{split}.txt"
-    refuse_existing([split_file] + [root / "Annotations" / f"{s}.xml" for s in stems]
+    refuse_any_existing([split_file] + [root / "Annotations" / f"{s}.xml" for s in stems]
                     + [root / "JPEGImages" / n for n in names], overwrite)
     for record, name, stem in zip(dataset.images, names, stems):
         place_image(dataset.image_path(record), root / "JPEGImages" / name, overwrite)
-        write_text_atomic(root / "Annotations" / f"{stem}.xml", _xml_text(record, name, dataset.categories))
-    write_text_atomic(split_file, "".join(f"{stem}\n" for stem in stems))
+        atomic_write_text(root / "Annotations" / f"{stem}.xml", _xml_text(record, name, dataset.categories))
+    atomic_write_text(split_file, "".join(f"{stem}\n" for stem in stems))

@@ -34,11 +34,11 @@ from datamodules.formats.detection_common import (
     place_image,
     read_image_size,
     read_text,
-    refuse_existing,
+    refuse_any_existing,
     reject_points,
     stack_boxes,
-    write_text_atomic,
 )
+from vision.atomic import atomic_write_text
 from vision.errors import DataError, PathLike
 
 CLASS_FILES = ("classes.txt", "data.yaml", "dataset.yaml")
@@ -191,13 +191,13 @@ def write_yolo(dataset: DetectionDataset, root: PathLike, split: Optional[str] =
     if (root / "classes.txt").is_file() and not overwrite:  # another split may already be there
         if read_yolo_classes(root, root / "classes.txt") != list(dataset.categories):
             raise DataError(root / "classes.txt", "holds other class names; pass overwrite=True to replace it")
-    refuse_existing(label_paths + [images_dir / n for n in names], overwrite)
+    refuse_any_existing(label_paths + [images_dir / n for n in names], overwrite)
     for record, name, label_path in zip(dataset.images, names, label_paths):
         place_image(dataset.image_path(record), images_dir / name, overwrite)
-        write_text_atomic(label_path, _label_text(record.boxes.boxes, record.boxes.class_id,
+        atomic_write_text(label_path, _label_text(record.boxes.boxes, record.boxes.class_id,
                                                   record.width, record.height))
     images_folder = images_dir.relative_to(root).as_posix()
-    write_text_atomic(root / "classes.txt", "".join(f"{name}\n" for name in dataset.categories))
+    atomic_write_text(root / "classes.txt", "".join(f"{name}\n" for name in dataset.categories))
     data_yaml = {"path": ".", "train": images_folder, "val": images_folder,
                  "nc": len(dataset.categories), "names": list(dataset.categories)}
-    write_text_atomic(root / "data.yaml", yaml.safe_dump(data_yaml, sort_keys=False))
+    atomic_write_text(root / "data.yaml", yaml.safe_dump(data_yaml, sort_keys=False))
