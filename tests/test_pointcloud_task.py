@@ -117,3 +117,46 @@ def test_label_propagation_scores_only_the_points_not_given(room_root):
     assert (scored[given] == IGNORE_INDEX).all()
     assert np.array_equal(np.delete(scored, given), np.delete(room["semantic"], given))
     assert np.array_equal(datamodule.scenes("train")[0].full_labels, room["semantic"])  # training copy untouched
+
+
+def test_spread_grows_each_click_to_its_close_same_coloured_neighbours(room_root):
+    root, room = room_root
+    plain = make_datamodule(root, weak_labels=Count(20), weak_label_seed=1)
+    plain.setup("fit")
+    grown = make_datamodule(root, weak_labels=Count(20), weak_label_seed=1, spread_radius=0.3,
+                            spread_color_tolerance=0.15)
+    grown.setup("fit")
+    before, after = plain.scenes("train")[0].target, grown.scenes("train")[0].target
+    clicked = before != IGNORE_INDEX
+    assert np.array_equal(after[clicked], before[clicked])  # human labels are kept as they are
+    new = (after != IGNORE_INDEX) & ~clicked
+    assert new.sum() > 2 * clicked.sum()  # each click labels a patch
+    scene = grown.scenes("train")[0]
+    assert np.mean(after[new] == scene.labels[new]) > 0.9  # and the patches are mostly right
+    assert grown.label_budget()["labelled"] == 20  # the budget counts clicks, not grown targets
+    # the colour gate only removes grown targets; radius 0 is off
+    no_gate = make_datamodule(root, weak_labels=Count(20), weak_label_seed=1, spread_radius=0.3)
+    no_gate.setup("fit")
+    assert (no_gate.scenes("train")[0].target != IGNORE_INDEX).sum() >= (after != IGNORE_INDEX).sum()
+    off = make_datamodule(root, weak_labels=Count(20), weak_label_seed=1, spread_radius=0.0)
+    off.setup("fit")
+    assert np.array_equal(off.scenes("train")[0].target, before)
+
+
+def test_burn_in_trains_partial_cross_entropy_alone_then_the_engine(room_root):
+    root, _ = room_root
+    datamodule = make_datamodule(root, weak_labels=Count(50))
+    model = PointCloudSegmentation(small_sqn(), num_classes=len(ROOM_CLASSES), class_names=ROOM_CLASSES,
+                                   burn_in_steps=2, rampup_steps=2)
+    logged = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            logged.append(sorted(k for k in trainer.callback_metrics if k.startswith("train/loss_")))
+
+    trainer = L.Trainer(max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        callbacks=[Record()])
+    trainer.fit(model, datamodule=datamodule)
+    assert logged[0] == logged[1] == ["train/loss_ce"]
+    assert logged[3] == ["train/loss_ce", "train/loss_consistency", "train/loss_contrastive", "train/loss_pseudo"]

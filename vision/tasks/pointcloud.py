@@ -59,7 +59,11 @@ class PointCloudSegmentation(L.LightningModule):
         consistency_weight: weight of the two-view consistency loss.
         contrastive_weight: weight of the prototype contrastive loss on query features.
         ema_decay: the teacher's EMA decay.
-        rampup_steps: steps over which the unsupervised weights ramp up from 0.
+        rampup_steps: steps over which the unsupervised weights ramp up from 0 (counted after burn-in).
+        burn_in_steps: steps of partial cross-entropy alone before the engine's unsupervised losses start
+            (Unbiased Teacher's burn-in, Liu et al., ICLR 2021): the second view and the teacher are not
+            even run, so these steps cost what a fully supervised step costs, and the teacher (still
+            EMA-updated) is not asked for pseudo-labels before it has learnt anything.
         eval_with_teacher: evaluate and predict with the EMA teacher (when there is one).
         eval_batch_size: crops per forward pass at inference.
         write_predictions: ``predict`` writes ``<prediction_dir>/<scene id>.pred.<ext>`` in the input's
@@ -72,7 +76,8 @@ class PointCloudSegmentation(L.LightningModule):
                  lr: float = 0.01, weight_decay: float = 1e-4, class_weighting: str = "inverse_sqrt",
                  pseudo_label_weight: float = 1.0, pseudo_threshold: float = 0.9, adaptive_threshold: bool = False,
                  consistency_weight: float = 1.0, contrastive_weight: float = 0.1, ema_decay: float = 0.99,
-                 rampup_steps: int = 200, eval_with_teacher: bool = True, eval_batch_size: int = 4,
+                 rampup_steps: int = 200, burn_in_steps: int = 0, eval_with_teacher: bool = True,
+                 eval_batch_size: int = 4,
                  write_predictions: bool = True, prediction_dir: Optional[str] = None,
                  overwrite_predictions: bool = False) -> None:
         super().__init__()
@@ -105,8 +110,9 @@ class PointCloudSegmentation(L.LightningModule):
         target = batch["target"]
         student = self._forward(self.model, batch, 0)
         losses = {"ce": self.partial_ce(student["logits"], target)}
-        weight = rampup(self.global_step, self.hparams.rampup_steps)
-        two_views = "view1_features" in batch
+        weight = rampup(self.global_step - self.hparams.burn_in_steps, self.hparams.rampup_steps)
+        burning_in = self.global_step < self.hparams.burn_in_steps
+        two_views = "view1_features" in batch and not burning_in
         if two_views and (self.teacher is not None or self.hparams.consistency_weight > 0):
             other = self._forward(self.model, batch, 1)
             if self.hparams.consistency_weight > 0:
@@ -117,7 +123,7 @@ class PointCloudSegmentation(L.LightningModule):
                 losses["pseudo"] = self.hparams.pseudo_label_weight * weight * self.pseudo_label(
                     other["logits"], teacher_logits, valid=target == IGNORE_INDEX)
                 self.log("train/pseudo_mask_ratio", self.pseudo_label.last_mask_ratio, batch_size=target.shape[0])
-        if self.hparams.contrastive_weight > 0:
+        if self.hparams.contrastive_weight > 0 and not burning_in:
             losses["contrastive"] = self.hparams.contrastive_weight * weight * self._contrastive(student, target)
         loss = sum(losses.values())
         for name, value in losses.items():
