@@ -13,11 +13,12 @@ from torch import nn
 from datamodules.events import EventSegmentationDataModule
 from datamodules.formats.dsec import read_label_png, write_dsec_events, write_label_png
 from datamodules.formats.events_common import EventArray
+from vision.engine.dual_student import DualStudent
 from vision.errors import DataError
 from vision.labels.protocols import PerClass
 from vision.labels.types import IGNORE_INDEX
 from vision.losses.partial_cross_entropy import PartialCrossEntropy
-from vision.tasks.events import EventPredictionWriter, EventSegmentation, restricted_prediction
+from vision.tasks.events import EventPredictionWriter, EventSegmentation, rampup, restricted_prediction
 
 T0 = 1_600_000_000_000_000
 HEIGHT, WIDTH, NUM_CLASSES = 32, 40, 3
@@ -161,6 +162,100 @@ def test_contrastive_pixels_are_the_human_points_plus_a_capped_sample_of_confide
     assert rows.shape == (3, 2) and [4.0, 10.0] in rows.tolist()  # the human point is always kept
     assert torch.isclose(kept_confidence, torch.tensor(0.6)).any()  # even below the 0.7 of predictions
     assert set(rows[:, 0].tolist()) - {4.0} <= {0.0, 1.0, 2.0, 3.0, 5.0}  # 2 of the 5 confident others
+
+
+def pixel_features(labels: torch.Tensor) -> torch.Tensor:
+    """``(B, 2, H, W)`` features whose rows say which pixel they are: ``(label, flat pixel index)``."""
+    index = torch.arange(labels.numel(), dtype=torch.float32).view(labels.shape)
+    return torch.stack([labels.float(), index], dim=1)
+
+
+def test_dense_labels_enter_the_contrastive_loss_as_a_capped_class_balanced_sample():
+    labels = torch.zeros(2, 16, 20, dtype=torch.long)  # 640 human-labelled pixels: 554 x 0, 80 x 1, 6 x 2
+    labels[0, :4] = 1
+    labels[1, 5, 3:9] = 2
+    human = torch.ones_like(labels, dtype=torch.bool)
+    model = task(contrastive_pixels=60)
+
+    torch.manual_seed(3)
+    rows, kept_labels, kept_confidence = model._sample_pixels(pixel_features(labels), labels,
+                                                              torch.ones(labels.shape), human)
+    # the rare class keeps its 6 pixels, the other two share the remaining 54 of the budget
+    assert torch.bincount(kept_labels).tolist() == [27, 27, 6]
+    assert torch.equal(rows[:, 0].long(), kept_labels) and rows[:, 1].unique().numel() == 60
+    assert torch.equal(labels.reshape(-1)[rows[:, 1].long()], kept_labels)  # each row is its own pixel
+    assert (kept_confidence == 1).all()
+
+    torch.manual_seed(3)  # drawn from torch's global generator: the same seed, the same pixels
+    assert torch.equal(model._sample_pixels(pixel_features(labels), labels, torch.ones(labels.shape), human)[0], rows)
+    # a budget below the number of classes still keeps one pixel of each
+    model.hparams.contrastive_pixels = 2
+    assert torch.bincount(model._sample_pixels(pixel_features(labels), labels, torch.ones(labels.shape),
+                                               human)[1]).tolist() == [1, 1, 1]
+
+
+def test_point_labels_all_enter_the_contrastive_loss_with_a_capped_sample_of_confident_others():
+    labels = torch.zeros(2, 16, 20, dtype=torch.long)
+    labels[:, 8:] = 1
+    confidence = torch.full(labels.shape, 0.5)
+    confidence[0, 10, :] = 0.9  # 20 confident predictions (class 1)
+    human = torch.zeros_like(labels, dtype=torch.bool)
+    points = [(0, 2, 3), (0, 12, 5), (1, 0, 0), (1, 15, 19), (1, 9, 9), (0, 10, 7)]  # the last is also confident
+    for b, r, c in points:
+        human[b, r, c] = True
+        confidence[b, r, c] = 1.0
+    model = task(contrastive_pixels=8)
+
+    rows, kept_labels, _ = model._sample_pixels(pixel_features(labels), labels, confidence, human)
+    point_pixels = {b * 320 + r * 20 + c for b, r, c in points}
+    assert rows.shape[0] == 6 + 8  # every point, plus 8 of the 19 other confident pixels
+    assert point_pixels <= set(rows[:, 1].long().tolist())
+    others = set(rows[:, 1].long().tolist()) - point_pixels
+    assert others <= set(range(200, 220)) - {207}  # row 10 of frame 0
+    assert torch.bincount(kept_labels).tolist() == [2, 4 + 8]
+
+    model.hparams.contrastive_pixels = 4096  # the default: nothing to cap
+    assert model._sample_pixels(pixel_features(labels), labels, confidence, human)[0].shape[0] == 6 + 19
+
+
+def step_at(model: EventSegmentation, batch: dict, global_step: int, monkeypatch) -> tuple[float, dict]:
+    """One training step as if the trainer were at ``global_step``; returns the loss and what was logged."""
+    monkeypatch.setattr(EventSegmentation, "global_step", property(lambda self: global_step))
+    logged = {}
+    model.log = lambda name, value, **kwargs: logged.__setitem__(name, float(value.detach()))
+    torch.manual_seed(1)  # the contrastive pixel sample
+    return float(model.training_step(batch, 0).detach()), logged
+
+
+def loss_terms(logged: dict) -> set:
+    return {k.removeprefix("train/loss_") for k in logged if k.startswith("train/loss_")}
+
+
+def test_burn_in_trains_the_point_ce_only_and_delays_the_rampup(datamodule, monkeypatch):
+    batch = next(iter(datamodule.train_dataloader()))
+    burnt_in = task(burn_in_steps=5, rampup_steps=10)
+
+    loss, logged = step_at(burnt_in, batch, 2, monkeypatch)
+    assert loss_terms(logged) == {"ce"} and "train/pseudo_ratio" not in logged
+    assert int(burnt_in.contrastive[0].queue_count.sum()) == 0  # the queues are not filled either
+    with torch.no_grad():
+        ce = PartialCrossEntropy()
+        expected = (ce(burnt_in.model(batch["voxel"])["logits"], batch["target"])
+                    + ce(burnt_in.student_b(batch["voxel_reversed"])["logits"], batch["target"]))
+    assert loss == pytest.approx(expected.item(), rel=1e-5)  # student B still learns from its own stream
+
+    loss, logged = step_at(burnt_in, batch, 6, monkeypatch)
+    assert loss_terms(logged) == {"ce", "cross_pseudo", "distillation", "contrastive", "exchange"}
+    # step 6 after a 5-step burn-in weighs the unsupervised terms as step 1 without one
+    no_burn_in = task(rampup_steps=10)
+    reference, reference_logged = step_at(no_burn_in, batch, 1, monkeypatch)
+    assert loss == pytest.approx(reference, rel=1e-6)
+    assert logged == pytest.approx(reference_logged, rel=1e-6)
+    assert logged["train/loss_distillation"] == pytest.approx(0.1 * rampup(1, 10) * DualStudent.feature_distillation(
+        no_burn_in.model(batch["voxel"])["features"], no_burn_in.student_b(batch["voxel_reversed"])["features"]).item(),
+        rel=1e-5)
+    with pytest.raises(ValueError, match="burn_in_steps"):
+        task(burn_in_steps=-1)
 
 
 def test_restricted_prediction_renormalises_over_the_present_classes():

@@ -14,14 +14,15 @@ so the paper's ablations are config overrides:
 * prototype exchange: each student's features, mapped by a :class:`ProjectionHead`, are contrasted
   against the *other* student's prototypes;
 * feature distillation between the students (:meth:`DualStudent.feature_distillation`);
-* ``dual_student=False``: one student, point CE (+ contrastive on its own predictions) only.
+* ``dual_student=False``: one student, point CE (+ contrastive on its own predictions) only;
+* ``burn_in_steps``: the first steps train the point CE only (the other terms are not even computed,
+  their weight would be ~0 anyway), and the ramp-up of the unsupervised weights starts after them.
 
 Evaluation and prediction use student A: at test time only past events exist.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -39,31 +40,12 @@ from vision.losses.partial_cross_entropy import PartialCrossEntropy
 from vision.losses.prototype_contrastive import PrototypeContrastiveLoss
 from vision.metrics.segmentation import SegmentationScores
 from vision.models.events.heads import ProjectionHead
-
-
-def rampup(step: int, length: int) -> float:
-    """Sigmoid ramp-up ``exp(-5 (1 - t)^2)`` of the unsupervised loss weights (Laine & Aila, ICLR 2017)."""
-    if length <= 0:
-        return 1.0
-    t = min(max(step / length, 0.0), 1.0)
-    return math.exp(-5.0 * (1.0 - t) ** 2)
-
-
-@torch.no_grad()
-def restricted_prediction(logits: Tensor, present: Optional[Tensor]) -> tuple[Tensor, Tensor]:
-    """``(confidence, class)`` each ``(B, H, W)`` from ``logits (B, C, H, W)``, the softmax renormalised
-    over the ``present (B, C)`` classes (all classes when None), as EV-WSSS restricts its pseudo-labels."""
-    logits = logits.detach().float()
-    if present is not None:
-        logits = logits.masked_fill(~present[:, :, None, None], float("-inf"))
-    probs = torch.nan_to_num(logits.softmax(dim=1), nan=0.0)  # a frame without present classes -> 0
-    return probs.max(dim=1)
-
-
-def contrastive_labels(target: Tensor, confidence: Tensor, predicted: Tensor) -> tuple[Tensor, Tensor]:
-    """Human labels (confidence 1) where ``target`` has one, predicted classes with their confidence elsewhere."""
-    labelled = target != IGNORE_INDEX
-    return torch.where(labelled, target, predicted), torch.where(labelled, torch.ones_like(confidence), confidence)
+from vision.tasks.events_losses import (
+    class_balanced_sample,
+    contrastive_labels,
+    rampup,
+    restricted_prediction,
+)
 
 
 class EventSegmentation(L.LightningModule):
@@ -79,12 +61,18 @@ class EventSegmentation(L.LightningModule):
             on the reversed stream.
         cross_pseudo_weight, cross_pseudo_threshold: cross pseudo-labels between the students.
         contrastive_weight, queue_size, contrastive_confidence, temperature: prototype contrastive loss.
-        contrastive_pixels: at most this many confident pixels per batch enter the contrastive loss
-            (human-labelled pixels always do), which keeps the ``(pixels x classes)`` similarity small.
+        contrastive_pixels: per batch, at most this many human-labelled pixels enter the contrastive loss,
+            plus at most this many random confident others, which keeps its cost (and that of the exchange
+            heads) small. Point labels (fewer human pixels than this) are all kept; dense labels are
+            sampled class-balanced (:func:`class_balanced_sample`), so a rare class keeps all its pixels.
         prototype_exchange: contrast projected features against the other student's prototypes.
         projection_dim, projection_hidden: size of the projection heads (default ``D``).
         distillation_weight: feature distillation between the students.
-        rampup_steps: steps over which the unsupervised weights ramp up from 0.
+        burn_in_steps: the first steps (``global_step < burn_in_steps``) train only the point CE of the
+            student(s): cross pseudo-labels, contrastive, exchange and distillation are not computed and
+            the prototype queues are not filled. 0 (default): no burn-in.
+        rampup_steps: steps over which the unsupervised weights ramp up from 0, counted from the end of
+            the burn-in: weight ``rampup(global_step - burn_in_steps, rampup_steps)``.
         lr, weight_decay: AdamW; cosine schedule over the run.
         write_predictions: ``predict`` writes PNG masks to ``<sequence>/<prediction_folder>/`` (refusing
             to replace an existing, non-empty folder unless ``overwrite_predictions``).
@@ -95,10 +83,12 @@ class EventSegmentation(L.LightningModule):
                  cross_pseudo_weight: float = 1.0, cross_pseudo_threshold: float = 0.5,
                  contrastive_weight: float = 0.1, queue_size: int = 200, contrastive_confidence: float = 0.7,
                  temperature: float = 0.1, contrastive_pixels: int = 4096, prototype_exchange: bool = True,
-                 projection_hidden: int = 128, distillation_weight: float = 0.1, rampup_steps: int = 200,
-                 lr: float = 2e-3, weight_decay: float = 1e-4, write_predictions: bool = True,
+                 projection_hidden: int = 128, distillation_weight: float = 0.1, burn_in_steps: int = 0,
+                 rampup_steps: int = 200, lr: float = 2e-3, weight_decay: float = 1e-4, write_predictions: bool = True,
                  prediction_folder: str = "predictions", overwrite_predictions: bool = False) -> None:
         super().__init__()
+        if burn_in_steps < 0:
+            raise ValueError(f"burn_in_steps must be >= 0, got {burn_in_steps}")
         self.save_hyperparameters(ignore=["model"])
         feature_dim = getattr(model, "feature_dim", None)
         if not isinstance(feature_dim, int) or feature_dim < 1:
@@ -137,12 +127,23 @@ class EventSegmentation(L.LightningModule):
         outs = [self.model(batch["voxel"])]
         if self.student_b is not None:
             outs.append(self.student_b(batch["voxel_reversed"]))
-        weight = rampup(self.global_step, hp.rampup_steps)
         losses = {"ce": hp.point_ce_weight * sum(self.point_ce(out["logits"], target) for out in outs)}
+        if self.global_step >= hp.burn_in_steps:
+            weight = rampup(self.global_step - hp.burn_in_steps, hp.rampup_steps)
+            losses.update(self._unsupervised_losses(outs, target, present, weight))
+        loss = sum(losses.values())
+        for name, value in losses.items():
+            self.log(f"train/loss_{name}", value, batch_size=len(target))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(target))
+        return loss
+
+    def _unsupervised_losses(self, outs: list[dict], target: Tensor, present: Tensor, weight: float) -> dict:
+        """Cross pseudo-label, distillation, contrastive and exchange terms, each already times ``weight``."""
+        hp, losses = self.hparams, {}
         if len(outs) == 2:
-            pseudo = DualStudent.cross_pseudo_labels(outs[0]["logits"], outs[1]["logits"],
-                                                     hp.cross_pseudo_threshold, present)
             if hp.cross_pseudo_weight > 0:
+                pseudo = DualStudent.cross_pseudo_labels(outs[0]["logits"], outs[1]["logits"],
+                                                         hp.cross_pseudo_threshold, present)
                 losses["cross_pseudo"] = hp.cross_pseudo_weight * weight * sum(
                     self.point_ce(out["logits"], torch.where(target != IGNORE_INDEX, IGNORE_INDEX, labels))
                     for out, labels in zip(outs, pseudo))
@@ -152,11 +153,7 @@ class EventSegmentation(L.LightningModule):
                     outs[0]["features"], outs[1]["features"])
         if len(self.contrastive):
             losses.update(self._contrastive_losses(outs, target, present, hp.contrastive_weight * weight))
-        loss = sum(losses.values())
-        for name, value in losses.items():
-            self.log(f"train/loss_{name}", value, batch_size=len(target))
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(target))
-        return loss
+        return losses
 
     def _contrastive_losses(self, outs: list[dict], target: Tensor, present: Tensor, weight: float) -> dict:
         """Prototype contrastive loss per student (+ exchange), then the queues take this batch's features.
@@ -187,11 +184,15 @@ class EventSegmentation(L.LightningModule):
 
     def _sample_pixels(self, features: Tensor, labels: Tensor, confidence: Tensor,
                        human: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Rows ``(K, D)``, ``(K,)``, ``(K,)`` from ``features (B, D, H, W)`` and ``(B, H, W)`` maps: every
-        ``human``-labelled pixel plus at most ``contrastive_pixels`` random confident others."""
+        """Rows ``(K, D)``, ``(K,)``, ``(K,)`` from ``features (B, D, H, W)`` and ``(B, H, W)`` maps: a
+        class-balanced sample of at most ``contrastive_pixels`` ``human``-labelled pixels (all of them when
+        there are no more) plus at most ``contrastive_pixels`` random confident others."""
         rows = features.movedim(1, -1).reshape(-1, features.shape[1])
-        labels, confidence, keep = labels.reshape(-1), confidence.reshape(-1), human.reshape(-1).clone()
-        others = torch.nonzero(~keep & (confidence > self.hparams.contrastive_confidence)).squeeze(1)
+        labels, confidence, human = labels.reshape(-1), confidence.reshape(-1), human.reshape(-1)
+        humans = torch.nonzero(human).squeeze(1)
+        keep = torch.zeros_like(human)
+        keep[humans[class_balanced_sample(labels[humans], self.hparams.contrastive_pixels)]] = True
+        others = torch.nonzero(~human & (confidence > self.hparams.contrastive_confidence)).squeeze(1)
         if others.numel() > self.hparams.contrastive_pixels:
             others = others[torch.randperm(others.numel(), device=others.device)[: self.hparams.contrastive_pixels]]
         keep[others] = True
