@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shlex
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
+
+from vision.atomic import atomic_write_text
 
 DEFAULT_FOLDER = Path("docs") / "benchmarks"
 
@@ -49,13 +49,13 @@ class Row:
         return Path(folder) / f"{self.task}-{self.name}-seed{seed}.json"
 
 
-def write_json_atomically(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(temp, path)
+def write_json_atomically(path: Path, data: dict) -> Path:
+    """Write ``data`` as indented JSON with sorted keys; a killed run leaves only a hidden temporary file.
+
+    :func:`vision.atomic.atomic_write_text` writes ``.<name>.tmp-XXXX.json`` beside ``path`` and renames
+    it; :func:`vision.benchmarks.report.load_rows` skips such hidden names.
+    """
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def validation_curve(run_dir: Path, key: str) -> list[tuple[int, float]]:

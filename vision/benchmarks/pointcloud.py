@@ -228,15 +228,14 @@ def _overrides(row: Row, seed: int) -> list[str]:
 
 def _trained_round(row: SelftrainRow, seed: int, run_root: Path, round_index: int) -> Path:
     """``last.ckpt`` of round ``round_index``, training it (and the rounds before it) when missing."""
-    from vision.commands.selftrain import _cli
+    from vision.commands.selftrain import fit_round
 
     run_dir = _round_run_dir(row, seed, run_root, round_index)
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     if checkpoint.is_file():
         return checkpoint
     if round_index == 0:
-        cli = _cli([row.config], _overrides(row, seed), run_dir, None, predict=False)
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        fit_round([row.config], _overrides(row, seed), run_dir)
     else:
         _fit_round(row, seed, run_root, round_index)
     return checkpoint
@@ -244,39 +243,24 @@ def _trained_round(row: SelftrainRow, seed: int, run_root: Path, round_index: in
 
 def _pseudo_label_file(row: SelftrainRow, seed: int, run_root: Path, round_index: int) -> tuple[Path, dict]:
     """Predict the training rooms with round ``r - 1`` and write round ``r``'s weak-label file (selftrain's steps)."""
-    from vision.commands.selftrain import _cli, pseudo_labels_from_predictions, pseudo_precision
-    from vision.engine.prediction_writer import PseudoLabelWriter, load_predictions
+    from vision.commands.selftrain import pseudo_label_round
 
     previous = round_index - 1
     checkpoint = _trained_round(row, seed, run_root, previous)
-    previous_weak = _round_weak_file(row, seed, run_root, previous)
-    predict_dir = _round_weak_file(row, seed, run_root, round_index).parent / f"round{previous}-predict"
-    predictor = _cli([row.config], _overrides(row, seed), predict_dir, previous_weak, predict=True)
-    predictor.model.hparams.write_predictions = False  # pseudo-labels only, no files in the user's format
-    predictor.trainer.callbacks.append(PseudoLabelWriter(predict_dir / "predictions"))
-    predictor.trainer.predict(predictor.model, datamodule=predictor.datamodule, ckpt_path=str(checkpoint),
-                              return_predictions=False)
-    weak = predictor.datamodule.weak_label_set()
-    pseudo = pseudo_labels_from_predictions(load_predictions(predict_dir / "predictions"), weak,
-                                            predictor.model.hparams.num_classes,
-                                            min(1.0, SELFTRAIN_TOP_FRACTION * round_index), 0.0)
-    merged = weak.merge_pseudo(pseudo)
     out = _round_weak_file(row, seed, run_root, round_index)
-    merged.save(out, overwrite=True)
-    counts = merged.counts()
-    return out, {"human": counts["human"], "pseudo": counts["pseudo"],
-                 "precision": pseudo_precision(pseudo, predictor.datamodule), "weak_label_file": str(out)}
+    stats = pseudo_label_round([row.config], _overrides(row, seed), checkpoint,
+                               _round_weak_file(row, seed, run_root, previous), out.parent / f"round{previous}", out,
+                               min(1.0, SELFTRAIN_TOP_FRACTION * round_index), overwrite=True)
+    return out, stats
 
 
 def _fit_round(row: SelftrainRow, seed: int, run_root: Path, round_index: int):
     """Train round ``round_index`` on the pseudo-labels of the round before; returns the CLI and their stats."""
-    from vision.commands.selftrain import _cli
+    from vision.commands.selftrain import fit_round
 
     weak_file, stats = _pseudo_label_file(row, seed, run_root, round_index)
-    cli = _cli([row.config], _overrides(row, seed), _round_run_dir(row, seed, run_root, round_index), weak_file,
-               predict=False)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    return cli, stats
+    return fit_round([row.config], _overrides(row, seed), _round_run_dir(row, seed, run_root, round_index),
+                     weak_file), stats
 
 
 def run_selftrain_row(row: SelftrainRow, seed: int, run_root: Path) -> dict:

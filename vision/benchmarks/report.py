@@ -55,8 +55,15 @@ REFERENCES = {
 
 
 def load_rows(folder: Path) -> list[dict]:
+    """The row dicts of ``folder/*.json`` (files with ``task`` and ``metric``), by file name.
+
+    Hidden files are skipped: a killed run can leave ``.<name>.tmp-XXXX.json`` (:mod:`vision.atomic`),
+    which is never a finished row. :class:`~vision.errors.DataError` for a row file that is not JSON.
+    """
     rows = []
     for path in sorted(Path(folder).glob("*.json")):
+        if path.name.startswith("."):
+            continue
         try:
             row = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
@@ -179,8 +186,13 @@ def task_table(summary: dict, task: str) -> list[str]:
     lines += ["", *REFERENCES.get(task, [])]
     lines.append("\nCommands (each row's JSON in `docs/benchmarks/` holds its exact command and wall time):\n")
     for (row_task, name), entry in sorted(summary.items(), key=lambda item: item[0][1]):
-        if row_task == task:
-            lines.append(f"- `{name}`: `{entry['rows'][0]['command']}`")
+        if row_task != task:
+            continue
+        by_seed = sorted(entry["rows"], key=lambda r: r.get("seed", 0))
+        if len({r["command"] for r in by_seed}) == 1:
+            lines.append(f"- `{name}`: `{by_seed[0]['command']}`")
+        else:  # each seed's own command (its label seed differs)
+            lines += [f"- `{name}`, seed {r.get('seed')}: `{r['command']}`" for r in by_seed]
     return lines
 
 

@@ -14,6 +14,14 @@ refused unless ``--overwrite``.
 The datamodule must offer ``full_labels(split)``, ``weak_label_file`` / ``predict_split`` init
 arguments, and a ``predict_step`` returning ``{"sample_id", "label", "confidence"}`` per original point
 (``(N,)``) or pixel (``(H, W)``).
+
+From Python (what the command does, one step at a time; ``vision.benchmarks.pointcloud`` uses it)::
+
+    cli = fit_round(configs, overrides, out / "round0")                     # (1)
+    stats = pseudo_label_round(configs, overrides, cli.trainer.checkpoint_callback.last_model_path,
+                               weak_file=None, run_dir=out / "round0", out=out / "round1",
+                               top_fraction=0.01)                           # (2)-(4)
+    fit_round(configs, overrides, out / "round1", weak_file=out / "round1")  # the next round's (1)
 """
 
 from __future__ import annotations
@@ -46,7 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cli(configs: list[str], overrides: list[str], run_dir: Path, weak_file: Path | None, predict: bool):
+def round_cli(configs: list[str], overrides: list[str], run_dir: Path, weak_file: Path | None = None,
+              predict: bool = False):
+    """The LightningCLI (``.model``, ``.datamodule``, ``.trainer``) of one round, built but not run.
+
+    ``configs`` and ``overrides`` are the user's ``--config`` files and LightningCLI options; the run
+    writes into ``run_dir``; ``weak_file`` (a weak-label file stem) replaces the config's weak labels;
+    ``predict`` makes the datamodule predict its training split.
+    """
     from vision.cli import build_cli
 
     args = [item for config in configs for item in ("--config", config)] + list(overrides)
@@ -113,6 +128,52 @@ def earlier_outputs(out: Path) -> list[Path]:
     return sorted({path for pattern in names for path in out.glob(pattern)})
 
 
+def fit_round(configs: list[str], overrides: list[str], run_dir: Path, weak_file: Path | None = None):
+    """Step (1): ``fit`` into ``run_dir`` on ``weak_file`` (the config's own weak labels when None).
+
+    Returns the fitted LightningCLI; its ``last.ckpt`` is in ``run_dir/checkpoints/``.
+    """
+    cli = round_cli(configs, overrides, run_dir, weak_file)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return cli
+
+
+def pseudo_label_round(configs: list[str], overrides: list[str], checkpoint: str | Path,
+                       weak_file: Path | None, run_dir: Path, out: Path, top_fraction: float,
+                       min_confidence: float = 0.0, overwrite: bool = False) -> dict:
+    """Steps (2)-(4): predict the training split with ``checkpoint``, write human + pseudo-labels to ``out``.
+
+    The predict run goes into ``run_dir / "predict"`` and its per-rank predictions into
+    ``run_dir / "predictions"``; per class, the ``top_fraction`` most
+    confident predictions (at least ``min_confidence``) outside the human labels of ``weak_file`` (the
+    config's weak labels when None) become pseudo-labels. ``out`` is a weak-label file stem
+    (``out.weak.{json,npz}``), refused when it exists unless ``overwrite``.
+
+    Returns ``{"human", "pseudo", "precision", "weak_label_file"}``: label counts of the new file, the
+    pseudo-labels' precision against the full labels (None without them) and ``out``.
+    """
+    from vision.engine.prediction_writer import PseudoLabelWriter, load_predictions
+
+    predictions_dir = Path(run_dir) / "predictions"
+    predictor = round_cli(configs, overrides, Path(run_dir) / "predict", weak_file, predict=True)
+    if "write_predictions" in predictor.model.hparams:  # pseudo-labels only, no files in the user's format
+        predictor.model.hparams.write_predictions = False
+    predictor.trainer.callbacks.append(PseudoLabelWriter(predictions_dir))
+    predictor.trainer.predict(predictor.model, datamodule=predictor.datamodule, ckpt_path=str(checkpoint),
+                              return_predictions=False)
+    datamodule = predictor.datamodule
+    weak = datamodule.weak_label_set()
+    if weak is None:
+        raise DataError(configs[-1], "selftrain needs weak labels (weak_labels or weak_label_file)")
+    pseudo = pseudo_labels_from_predictions(load_predictions(predictions_dir), weak,
+                                            predictor.model.hparams.num_classes, top_fraction, min_confidence)
+    merged = weak.merge_pseudo(pseudo)
+    merged.save(out, overwrite=overwrite)
+    counts = merged.counts()
+    return {"human": counts["human"], "pseudo": counts["pseudo"],
+            "precision": pseudo_precision(pseudo, datamodule), "weak_label_file": str(out)}
+
+
 def main(argv: list[str]) -> int:
     # no positional arguments: the LightningCLI options and their values stay in the user's order
     args, overrides = _parser().parse_known_args(argv)
@@ -123,38 +184,21 @@ def main(argv: list[str]) -> int:
               "an earlier run's outputs, or choose another --out", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    from vision.engine.prediction_writer import PseudoLabelWriter, load_predictions
-
     weak_file, summary = None, []
     for round_index in range(args.rounds + 1):
         run_dir = out / f"round{round_index}"
-        cli = _cli(args.config, overrides, run_dir, weak_file, predict=False)
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        cli = fit_round(args.config, overrides, run_dir, weak_file)
         row = {"round": round_index, "weak_label_file": None if weak_file is None else str(weak_file),
                **{k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}}
         if round_index == args.rounds:
             summary.append(row)
             break
-        checkpoint = cli.trainer.checkpoint_callback.last_model_path
-        predictor = _cli(args.config, overrides, run_dir / "predict", weak_file, predict=True)
-        if "write_predictions" in predictor.model.hparams:  # pseudo-labels only, no files in the user's format
-            predictor.model.hparams.write_predictions = False
-        writer = PseudoLabelWriter(run_dir / "predictions")
-        predictor.trainer.callbacks.append(writer)
-        predictor.trainer.predict(predictor.model, datamodule=predictor.datamodule, ckpt_path=checkpoint,
-                                  return_predictions=False)
-        datamodule = predictor.datamodule
-        weak = datamodule.weak_label_set()
-        if weak is None:
-            raise DataError(args.config[-1], "selftrain needs weak labels (weak_labels or weak_label_file)")
-        pseudo = pseudo_labels_from_predictions(load_predictions(run_dir / "predictions"), weak,
-                                                predictor.model.hparams.num_classes,
-                                                min(1.0, args.top_fraction * (round_index + 1)), args.min_confidence)
-        merged = weak.merge_pseudo(pseudo)
+        stats = pseudo_label_round(args.config, overrides, cli.trainer.checkpoint_callback.last_model_path,
+                                   weak_file, run_dir, out / f"round{round_index + 1}",
+                                   min(1.0, args.top_fraction * (round_index + 1)), args.min_confidence,
+                                   overwrite=args.overwrite)
         weak_file = out / f"round{round_index + 1}"
-        merged.save(weak_file, overwrite=args.overwrite)
-        row.update(pseudo=merged.counts()["pseudo"], human=merged.counts()["human"],
-                   pseudo_precision=pseudo_precision(pseudo, datamodule))
+        row.update(pseudo=stats["pseudo"], human=stats["human"], pseudo_precision=stats["precision"])
         summary.append(row)
         print(f"selftrain round {round_index}: {row}")
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")

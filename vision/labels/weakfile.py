@@ -21,19 +21,22 @@ field is what follows the last one.
 
 ``source_sha256`` ties the file to the labels it was drawn from, so training refuses weak labels made
 from another version of the dataset (see :func:`source_sha256`).
+
+This module holds :class:`WeakLabelSet` and the ways to make one (:func:`sparsify`,
+:func:`import_scannet_indices`); reading and checking the two files is in
+:mod:`vision.labels.weakfile_format`, the hash in :mod:`vision.labels.source_hash`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 
@@ -42,24 +45,26 @@ from vision.atomic import atomic_write, atomic_write_text, refuse_existing
 from vision.errors import DataError, PathLike
 from vision.labels.conversions import pixel_of, positions_to_points, read_scannet_indices
 from vision.labels.protocols import WeakLabelProtocol
+
+# the on-disk format and the source hash live in their own modules; their names stay importable from here
+from vision.labels.source_hash import FullLabels, SourceHasher, source_sha256
 from vision.labels.types import HUMAN, IGNORE_INDEX, PSEUDO, BoxLabels, DenseLabels, PointLabels
+from vision.labels.weakfile_format import (
+    FORMAT_VERSION,
+    HEADER_KEYS,
+    JSON_SUFFIX,
+    NPZ_SUFFIX,
+    Labels,
+    arrays_equal,
+    read_header,
+    read_npz,
+    sample_arrays,
+    weak_file_paths,
+)
 
-FORMAT_VERSION = 1
-JSON_SUFFIX = ".weak.json"
-NPZ_SUFFIX = ".weak.npz"
-HEADER_KEYS = ("format_version", "task", "protocol", "seed", "source_sha256", "created", "tool_version", "counts")
-
-Labels = Union[PointLabels, BoxLabels]
-FullLabels = Union[DenseLabels, BoxLabels]
-
-
-def weak_file_paths(path: PathLike) -> tuple[Path, Path]:
-    """``(NAME.weak.json, NAME.weak.npz)`` from ``NAME``, ``NAME.weak.json`` or ``NAME.weak.npz``."""
-    text = os.fspath(path)
-    for suffix in (JSON_SUFFIX, NPZ_SUFFIX):
-        if text.endswith(suffix):
-            text = text[: -len(suffix)]
-    return Path(text + JSON_SUFFIX), Path(text + NPZ_SUFFIX)
+__all__ = ["FORMAT_VERSION", "HEADER_KEYS", "JSON_SUFFIX", "NPZ_SUFFIX", "FullLabels", "Labels",
+           "SourceHasher", "WeakLabelSet", "import_scannet_indices", "source_sha256", "sparsify",
+           "weak_file_paths"]
 
 
 def _utc_now() -> str:
@@ -102,7 +107,7 @@ class WeakLabelSet(Mapping):
         if not isinstance(other, WeakLabelSet) or self.header() != other.header():
             return False
         return sorted(self.labels) == sorted(other.labels) and all(
-            _arrays_equal(_sample_arrays(s, self[s]), _sample_arrays(s, other[s])) for s in self)
+            arrays_equal(sample_arrays(s, self[s]), sample_arrays(s, other[s])) for s in self)
 
     __hash__ = None
 
@@ -138,7 +143,7 @@ class WeakLabelSet(Mapping):
             raise ValueError("an empty sample id cannot be stored (npz keys are '<sample_id>/<field>')")
         arrays = {}
         for sample_id in self:
-            arrays.update(_sample_arrays(sample_id, self[sample_id]))
+            arrays.update(sample_arrays(sample_id, self[sample_id]))
         text = json.dumps(self.header(), indent=2) + "\n"
         # the npz goes first: a reader opens the json, so a crash in between leaves no half-written pair
         atomic_write(npz_path, lambda f: np.savez_compressed(f, **arrays))
@@ -157,8 +162,8 @@ class WeakLabelSet(Mapping):
             DataError: missing, malformed or truncated files, missing keys, or a hash mismatch.
         """
         json_path, npz_path = weak_file_paths(path)
-        header = _read_header(json_path)
-        labels = _read_npz(npz_path)
+        header = read_header(json_path)
+        labels = read_npz(npz_path)
         counts = header["counts"]
         weak = cls(labels=labels, task=header["task"], protocol=header["protocol"], seed=header["seed"],
                    source_sha256=header["source_sha256"], source_labelled=counts.get("source_labelled"),
@@ -215,140 +220,6 @@ def _point_keys(labels: PointLabels) -> np.ndarray:
         return labels.index
     cols, rows = pixel_of(labels.xy).T
     return rows * (1 << 32) + cols
-
-
-def _sample_arrays(sample_id: str, labels: Labels) -> dict:
-    """The npz entries of one sample, in the dtypes CONVENTIONS.md fixes."""
-    if isinstance(labels, BoxLabels):
-        arrays = {"boxes": labels.boxes.astype("<f4"), "complete": np.array(bool(labels.complete))}
-    elif labels.is_3d:
-        arrays = {"index": labels.index.astype("<i8")}
-    else:
-        arrays = {"xy": labels.xy.astype("<f4").reshape(-1, 2)}
-    arrays.update(class_id=labels.class_id.astype("<i4"), source=labels.source.astype(np.uint8),
-                  confidence=labels.confidence.astype("<f2"))
-    return {f"{sample_id}/{key}": value for key, value in arrays.items()}
-
-
-def _arrays_equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a)
-
-
-def _read_header(path: Path) -> dict:
-    try:
-        header = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(path, "weak-label header not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(path, f"not a readable weak-label header ({exc})") from None
-    if not isinstance(header, dict):
-        raise DataError(path, "weak-label header must be a JSON object")
-    missing = [key for key in HEADER_KEYS if key not in header]
-    if missing:
-        raise DataError(path, f"weak-label header lacks {', '.join(missing)}")
-    if header["format_version"] != FORMAT_VERSION:
-        raise DataError(path, f"format_version {header['format_version']!r} is not supported "
-                              f"(this version reads {FORMAT_VERSION})")
-    protocol, counts = header["protocol"], header["counts"]
-    if not isinstance(protocol, dict) or "name" not in protocol or not isinstance(protocol.get("params"), dict):
-        raise DataError(path, "protocol must be {\"name\": ..., \"params\": {...}}")
-    if not isinstance(counts, dict) or not isinstance(header["source_sha256"], str):
-        raise DataError(path, "counts must be an object and source_sha256 a string")
-    return header
-
-
-_FIELD_KINDS = {"index": "iu", "xy": "f", "boxes": "f", "class_id": "iu", "source": "u", "confidence": "f",
-                "complete": "b"}
-
-
-def _read_npz(path: Path) -> dict:
-    """``{sample_id: labels}`` from a weak-label npz; every failure becomes DataError(path)."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except FileNotFoundError:
-        raise DataError(path, "weak-label arrays not found") from None
-    except Exception as exc:  # zip, zlib and .npy header errors (even TokenError) mean "unreadable"
-        raise DataError(path, f"malformed or truncated weak-label arrays ({type(exc).__name__}: {exc})") from None
-    samples: dict = {}
-    for key, value in arrays.items():
-        sample_id, _, name = key.rpartition("/")
-        if not sample_id or name not in _FIELD_KINDS:
-            raise DataError(path, f"unexpected key {key!r} (want '<sample_id>/<field>')")
-        if value.dtype.kind not in _FIELD_KINDS[name]:
-            raise DataError(path, f"{key} has dtype {value.dtype}, expected kind {_FIELD_KINDS[name]!r}")
-        samples.setdefault(sample_id, {})[name] = value
-    return {sample_id: _labels_from_fields(path, sample_id, fields) for sample_id, fields in samples.items()}
-
-
-def _labels_from_fields(path: Path, sample_id: str, fields: dict) -> Labels:
-    kinds = [name for name in ("index", "xy", "boxes") if name in fields]
-    required = ["class_id", "source", "confidence"] + (["complete"] if kinds == ["boxes"] else [])
-    missing = [name for name in required if name not in fields]
-    if len(kinds) != 1 or missing:
-        raise DataError(path, f"sample {sample_id!r}: needs exactly one of index/xy/boxes (has {kinds}) "
-                              f"and {', '.join(required)}" + (f"; missing {', '.join(missing)}" if missing else ""))
-    if np.any(fields["source"] > PSEUDO):
-        raise DataError(path, f"sample {sample_id!r}: source must be 0 (human) or 1 (pseudo)")
-    common = {"class_id": fields["class_id"], "source": fields["source"], "confidence": fields["confidence"]}
-    try:
-        if kinds == ["boxes"]:
-            if fields["complete"].shape != ():
-                raise ValueError("complete must be a 0-d bool array")
-            return BoxLabels(boxes=fields["boxes"], complete=bool(fields["complete"]), **common)
-        if kinds == ["xy"] and (fields["xy"].ndim != 2 or fields["xy"].shape[1:] != (2,)):
-            raise ValueError(f"xy must have shape (K, 2), got {fields['xy'].shape}")
-        return PointLabels(index=fields.get("index"), xy=fields.get("xy"), **common)
-    except ValueError as exc:
-        raise DataError(path, f"sample {sample_id!r}: {exc}") from None
-
-
-class SourceHasher:
-    """Incremental :func:`source_sha256`: feed ``(sample_id, full_labels)`` in any order."""
-
-    def __init__(self) -> None:
-        self._digests: dict[str, bytes] = {}
-
-    def add(self, sample_id: str, full: FullLabels) -> None:
-        sample_id = str(sample_id)
-        if sample_id in self._digests:
-            raise DataError(sample_id, "this sample id appears twice in the dataset")
-        digest = hashlib.sha256()
-        if isinstance(full, BoxLabels):
-            parts = [b"boxes", full.boxes.astype("<f4"), full.class_id.astype("<i4"), bytes([full.complete])]
-        elif isinstance(full, DenseLabels):
-            parts = [b"dense", full.semantic.astype("<i8")]
-            parts += [b"no-instance"] if full.instance is None else [b"instance", full.instance.astype("<i8")]
-        else:
-            raise DataError(sample_id, f"full labels must be DenseLabels or BoxLabels, got {type(full).__name__}")
-        for part in parts:
-            if isinstance(part, np.ndarray):  # the shape goes in too, so (2, 3) and (3, 2) differ
-                digest.update(np.asarray(part.shape, dtype="<i8").tobytes())
-                part = np.ascontiguousarray(part).tobytes()
-            digest.update(len(part).to_bytes(8, "little") + part)
-        self._digests[sample_id] = digest.digest()
-
-    def hexdigest(self) -> str:
-        total = hashlib.sha256()
-        for sample_id in sorted(self._digests):
-            encoded = sample_id.encode("utf-8")
-            total.update(len(encoded).to_bytes(8, "little") + encoded + self._digests[sample_id])
-        return total.hexdigest()
-
-
-def source_sha256(items: Iterable[tuple[str, FullLabels]]) -> str:
-    """SHA-256 of a dataset's full labels, independent of sample order and of the file format.
-
-    Each sample's labels are hashed as canonical little-endian arrays, each preceded by its shape and
-    byte length: dense labels as ``b"dense"``, semantic ``<i8``, then ``b"instance"`` + instance ``<i8``
-    or ``b"no-instance"``; boxes as ``b"boxes"``, boxes ``<f4``, class ids ``<i4``, the complete flag.
-    The result hashes, in sorted sample-id order, each length-prefixed UTF-8 id followed by its sample
-    digest (two levels, so a large dataset streams through without being held in memory).
-    """
-    hasher = SourceHasher()
-    for sample_id, full in items:
-        hasher.add(sample_id, full)
-    return hasher.hexdigest()
 
 
 def _labelled_count(full: FullLabels) -> int:

@@ -42,6 +42,8 @@ def load_benchmark_rows(folder: PathLike, task: Optional[str] = None) -> list[di
         raise DataError(folder, "benchmark folder does not exist")
     rows = []
     for path in sorted(folder.glob("*.json")):
+        if path.name.startswith("."):  # a killed run's temporary file (vision.atomic), never a row
+            continue
         try:
             content = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
