@@ -104,3 +104,19 @@ def test_a_run_without_checkpointing_gets_no_checkpoint_callback(tmp_path):
     cli = build_cli(["--config", "tests/configs/tiny.yaml", "--trainer.enable_checkpointing=false",
                      "--checkpoint_every_n_steps=2", "--run_dir", str(tmp_path)])
     assert not any(isinstance(c, ModelCheckpoint) for c in cli.trainer.callbacks)
+
+
+def test_console_script_prints_bad_input_as_one_line_and_exits_1(monkeypatch, capsys):
+    import vision.cli as cli
+    from vision.errors import DataError
+
+    def broken_input():
+        raise DataError("scans/a.ply", "vertex count 10 but the file holds 3 points")
+
+    monkeypatch.setattr(cli, "main", broken_input)
+    monkeypatch.delenv("SPARSEVISION_TRACEBACK", raising=False)
+    assert cli.console_main() == 1
+    assert capsys.readouterr().err == "sparsevision: error: scans/a.ply: vertex count 10 but the file holds 3 points\n"
+    monkeypatch.setenv("SPARSEVISION_TRACEBACK", "1")
+    with pytest.raises(DataError):
+        cli.console_main()

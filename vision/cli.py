@@ -5,8 +5,11 @@
 dispatched to ``vision.commands.<name>.main(argv)``; each module owns its own argument parser.
 
 Run layout (CONVENTIONS.md): ``outputs/runs/<config-stem>/`` holds ``checkpoints/`` (with
-``last.ckpt``), ``tensorboard/version_N/`` and ``csv/version_N/metrics.csv``. ``validate``, ``test``
-and ``predict`` default to that run's ``last.ckpt`` when no ``--ckpt_path`` is given.
+``last.ckpt``), ``tensorboard/version_N/`` (with the ``config.yaml`` LightningCLI saves for each call) and
+``csv/version_N/metrics.csv``. ``validate``, ``test`` and ``predict`` default to that run's ``last.ckpt``
+when no ``--ckpt_path`` is given. A checkpoint trained with other model options (another
+``num_classes``, a teacher the command's model does not have) raises a :class:`~vision.errors.DataError`
+naming the checkpoint, the keys and options that differ, and the fit's saved ``config.yaml``.
 
 Interrupted training: ``fit`` writes ``checkpoints/last.ckpt`` at the end of each epoch (with the
 epoch's ``epoch=E-step=S.ckpt``) and, with ``--checkpoint_every_n_steps N``, also every ``N`` training
@@ -27,11 +30,14 @@ the checkpoint as module buffers::
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
+
+from vision.errors import DataError
 
 LIGHTNING_SUBCOMMANDS = {
     "fit": "train a model (LightningCLI)",
@@ -74,6 +80,90 @@ def newest_last_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
     """The most recently written ``last*.ckpt`` in ``checkpoint_dir`` (None when there is none)."""
     candidates = [p for p in Path(checkpoint_dir).glob("last*.ckpt") if p.is_file()]
     return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
+
+
+#: How :meth:`torch.nn.Module.load_state_dict` starts its message for missing, unexpected or mis-shaped keys.
+STATE_DICT_ERROR = "Error(s) in loading state_dict"
+#: How many missing / unexpected / mis-shaped keys and differing options a mismatch error lists.
+SHOWN_DIFFERENCES = 5
+
+
+def _first(items: list[str]) -> str:
+    more = len(items) - SHOWN_DIFFERENCES
+    return ", ".join(items[:SHOWN_DIFFERENCES]) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _comparable(value):
+    """``value`` as plain JSON types, so tuples from a model's hparams equal lists read back from YAML."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _option_text(value) -> str:
+    """``value`` as a command-line value jsonargparse reads back (``32``, ``true``, ``null``, ``[1, 2]``)."""
+    value = _comparable(value)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def saved_fit_config(checkpoint: os.PathLike, hyper_parameters: dict) -> Optional[Path]:
+    """The ``config.yaml`` LightningCLI saved for the run that wrote ``checkpoint`` (None if none is found).
+
+    LightningCLI saves one per call in ``<run>/tensorboard/version_N/`` (``<run>`` is the parent of the
+    checkpoint's ``checkpoints/`` folder), for ``test`` calls too: the newest one whose model options agree
+    with the checkpoint's ``hyper_parameters`` is the fit's.
+    """
+    import yaml
+
+    run = Path(checkpoint).resolve().parent.parent
+    saved = {key: _comparable(value) for key, value in hyper_parameters.items() if not key.startswith("_")}
+    configs = sorted(run.glob("*/version_*/config.yaml"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for path in configs:
+        try:
+            model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        options = (model.get("init_args") or {}) if isinstance(model, dict) else {}
+        shared = [key for key in options if key in saved]
+        if shared and all(_comparable(options[key]) == saved[key] for key in shared):
+            return path
+    return None
+
+
+def checkpoint_mismatch_error(checkpoint: os.PathLike, model) -> DataError:
+    """The :class:`~vision.errors.DataError` for a checkpoint whose weights do not fit ``model``.
+
+    Lists up to :data:`SHOWN_DIFFERENCES` keys missing from the checkpoint, keys the model does not have
+    and shape mismatches (the checkpoint's ``state_dict`` against ``model.state_dict()``, taken after the
+    failed load, so modules the model builds in ``on_load_checkpoint`` count as its own), the model
+    options that differ from the checkpoint's ``hyper_parameters``, and the fit's saved ``config.yaml``.
+    """
+    import torch
+
+    try:  # weights only: the tensors and plain hyper-parameters are all this needs
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # an unreadable checkpoint says so, not a second traceback
+        return DataError(checkpoint, f"cannot be read to compare with the model ({error})")
+    weights = {key: tuple(value.shape) for key, value in (saved.get("state_dict") or {}).items()
+               if hasattr(value, "shape")}
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    differences = {
+        "keys missing from the checkpoint": [key for key in expected if key not in weights],
+        "keys this model does not have": [key for key in weights if key not in expected],
+        "shapes that differ": [f"{key} (checkpoint {list(weights[key])}, model {list(shape)})"
+                               for key, shape in expected.items() if key in weights and weights[key] != shape]}
+    found = "; ".join(f"{name}: {_first(keys)}" for name, keys in differences.items() if keys)
+    hyper_parameters = dict(saved.get("hyper_parameters") or {})
+    current = dict(getattr(model, "hparams", None) or {})
+    options = [f"--model.init_args.{key}={_option_text(value)} (this command: {_option_text(current[key])})"
+               for key, value in hyper_parameters.items()
+               if not key.startswith("_") and key in current and _comparable(value) != _comparable(current[key])]
+    advice = "pass the same --model options as the fit that wrote it"
+    if options:
+        advice += f"; the checkpoint has {_first(options)}"
+    config = saved_fit_config(checkpoint, hyper_parameters)
+    if config is not None:
+        advice += f"; or pass that fit's saved config: --config {config}"
+    return DataError(checkpoint, "the checkpoint was trained with different model options than this "
+                                 f"command's model ({found or 'its weights do not load'}); {advice}")
 
 
 def _lightning_cli_class():
@@ -123,6 +213,15 @@ def _lightning_cli_class():
                 if last is not None:
                     print(f"sparsevision: resuming from {last}", file=sys.stderr)
                     self.config["fit"]["ckpt_path"] = str(last)
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            try:
+                super()._run_subcommand(subcommand)
+            except RuntimeError as error:
+                checkpoint = self.config[subcommand].get("ckpt_path")
+                if not checkpoint or not str(error).startswith(STATE_DICT_ERROR) or not Path(checkpoint).is_file():
+                    raise
+                raise checkpoint_mismatch_error(checkpoint, self.model) from error
 
         def instantiate_trainer(self, **kwargs):
             run_dir = self._run_dir()
@@ -209,5 +308,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 2
 
 
+def console_main() -> int:
+    """The ``sparsevision`` console script: :func:`main`, but bad input (:class:`DataError`) is printed as
+    one ``sparsevision: error: <file>: <reason>`` line with exit status 1 instead of a traceback.
+    ``SPARSEVISION_TRACEBACK=1`` shows the traceback (for bug reports)."""
+    try:
+        return main()
+    except DataError as error:
+        if os.environ.get("SPARSEVISION_TRACEBACK"):
+            raise
+        print(f"sparsevision: error: {error}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())
