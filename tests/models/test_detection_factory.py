@@ -104,3 +104,19 @@ def test_mobilenet_backbone_gives_three_fpn_levels_plus_p6_p7():
     detector = tiny("fcos", backbone="mobilenet_v3")
     features = detector.model.backbone(torch.zeros(1, 3, 64, 64))
     assert [f.shape[-1] for f in features.values()] == [8, 4, 2, 1, 1]  # strides 8, 16, 32, 64, 128
+
+
+def test_fcos_box_regression_keeps_a_gradient_where_relu_distances_would_be_dead():
+    from vision.models.detection.fcos_head import ExpFCOSRegressionHead
+
+    detector = tiny("fcos").train()
+    head = detector.model.head.regression_head
+    assert isinstance(head, ExpFCOSRegressionHead)
+    with torch.no_grad():  # every pre-activation negative: relu would give zero-size boxes, GIoU loss 1, no gradient
+        head.bbox_reg.bias.fill_(-3.0)
+    losses = detector(IMAGES, TARGETS)
+    assert 0.0 < float(losses["bbox_regression"]) < 1.0 + 1e-6
+    losses["bbox_regression"].backward()
+    assert head.bbox_reg.weight.grad.abs().sum() > 0
+    # boxes start at exp(-3) anchor sizes and the gradient points towards larger boxes (lower loss)
+    assert head.bbox_reg.bias.grad.sum() < 0

@@ -33,6 +33,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP
 
 from vision.errors import DataError
 from vision.losses.pseudo_positive import PseudoPositiveMining
+from vision.models.detection.fcos_head import use_exp_regression
 from vision.models.detection.ignore_losses import (
     IGNORE_KEY,
     IgnoreAwareFasterRCNN,
@@ -118,7 +119,9 @@ def _build_model(arch: str, num_classes: int, backbone: str, norm: str, fpn_chan
     if arch == "fcos":
         body = build_backbone(backbone, norm, fpn_channels, (2, 3, 4), LastLevelP6P7(fpn_channels, fpn_channels),
                               trainable_layers)
-        return IgnoreAwareFCOS(body, num_classes, **kwargs)  # default anchors = strides 8..128
+        model = IgnoreAwareFCOS(body, num_classes, **kwargs)  # default anchors = strides 8..128
+        use_exp_regression(model.head)  # relu distances die when training from scratch (see fcos_head)
+        return model
     if arch == "retinanet":
         body = build_backbone(backbone, norm, fpn_channels, (2, 3, 4), LastLevelP6P7(fpn_channels, fpn_channels),
                               trainable_layers)
