@@ -111,9 +111,10 @@ class PointCloudDataModule(L.LightningDataModule):
         weak_labels: protocol drawing the training labels once (e.g. ``Ratio(0.001)``); None = full labels.
         weak_label_seed: seed of that protocol.
         weak_label_file: use this weak-label file instead of a protocol.
-        spread_radius: grow each weak label to the unlabelled voxels within this many metres
-            (:func:`~datamodules.pointcloud_crops.spread_target`; 0 = off). Extra training targets, not
-            extra human labels: the label budget still counts the clicks.
+        spread_voxels: grow each weak label to the unlabelled voxels within this many voxel sizes
+            (:func:`~datamodules.pointcloud_crops.spread_target`; 0 = off). In voxels, not metres, so one
+            setting carries across scales (indoor rooms at 5 cm, aerial tiles at 25 cm). Extra training
+            targets, not extra human labels: the label budget still counts the clicks.
         spread_color_tolerance: only grow onto voxels whose colour is this close (None = no colour gate,
             for data without colour).
         seed: seed of crop selection and augmentation.
@@ -133,7 +134,7 @@ class PointCloudDataModule(L.LightningDataModule):
                  sub_ratios: tuple[int, ...] = (4, 4, 4, 4), weak_labels: Optional[WeakLabelProtocol] = None,
                  weak_label_seed: int = 0, weak_label_file: Optional[str] = None, seed: int = 0,
                  num_workers: int = 0, predict_split: str = "test", score_unlabelled_only: bool = False,
-                 query_k: int = 3, on_bad_sample: OnBadSample = "raise", spread_radius: float = 0.0,
+                 query_k: int = 3, on_bad_sample: OnBadSample = "raise", spread_voxels: float = 0.0,
                  spread_color_tolerance: Optional[float] = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augment", "weak_labels", "class_names"])
@@ -247,7 +248,8 @@ class PointCloudDataModule(L.LightningDataModule):
                         raise DataError(self.hparams.weak_label_file or "weak labels",
                                         f"no weak labels for scene '{scene.scene_id}'")
                     scene.target = spread_target(scene, weak_target(scene, labels.index, labels.class_id),
-                                                 self.hparams.spread_radius, self.hparams.spread_color_tolerance)
+                                                 self.hparams.spread_voxels * self.hparams.voxel_size,
+                                                 self.hparams.spread_color_tolerance)
         if self.hparams.score_unlabelled_only:
             self._hide_weak_labels_from_scoring()
         if self.bad_samples.skipping:

@@ -123,7 +123,7 @@ def test_spread_grows_each_click_to_its_close_same_coloured_neighbours(room_root
     root, room = room_root
     plain = make_datamodule(root, weak_labels=Count(20), weak_label_seed=1)
     plain.setup("fit")
-    grown = make_datamodule(root, weak_labels=Count(20), weak_label_seed=1, spread_radius=0.3,
+    grown = make_datamodule(root, weak_labels=Count(20), weak_label_seed=1, spread_voxels=6,
                             spread_color_tolerance=0.15)
     grown.setup("fit")
     before, after = plain.scenes("train")[0].target, grown.scenes("train")[0].target
@@ -135,10 +135,10 @@ def test_spread_grows_each_click_to_its_close_same_coloured_neighbours(room_root
     assert np.mean(after[new] == scene.labels[new]) > 0.9  # and the patches are mostly right
     assert grown.label_budget()["labelled"] == 20  # the budget counts clicks, not grown targets
     # the colour gate only removes grown targets; radius 0 is off
-    no_gate = make_datamodule(root, weak_labels=Count(20), weak_label_seed=1, spread_radius=0.3)
+    no_gate = make_datamodule(root, weak_labels=Count(20), weak_label_seed=1, spread_voxels=6)
     no_gate.setup("fit")
     assert (no_gate.scenes("train")[0].target != IGNORE_INDEX).sum() >= (after != IGNORE_INDEX).sum()
-    off = make_datamodule(root, weak_labels=Count(20), weak_label_seed=1, spread_radius=0.0)
+    off = make_datamodule(root, weak_labels=Count(20), weak_label_seed=1, spread_voxels=0)
     off.setup("fit")
     assert np.array_equal(off.scenes("train")[0].target, before)
 
