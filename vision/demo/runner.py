@@ -18,7 +18,7 @@ class TaskDemo:
     ``steps`` / ``quick_steps``: optimizer steps of each run (``--steps`` overrides both). ``overrides``
     apply to both runs; ``full_overrides`` only to the full-label run (e.g. switch off what only sparse
     labels need, so the upper bound trains plain supervised); ``schedule``: overrides that depend on the
-    number of steps (a format string with ``{steps}``, ``{half}``, ``{fifth}``).
+    number of steps (a format string with ``{steps}``, ``{half}``, ``{quarter}``, ``{fifth}``).
     """
 
     task: str
@@ -39,7 +39,7 @@ class TaskDemo:
 
 def schedule_overrides(demo: TaskDemo, steps: int) -> list[str]:
     """``--trainer.max_steps`` plus the task's step-dependent overrides (warm-up, burn-in, ramp-up)."""
-    values = {"steps": steps, "half": max(1, steps // 2), "fifth": max(1, steps // 5)}
+    values = {"steps": steps, "half": max(1, steps // 2), "quarter": max(1, steps // 4), "fifth": max(1, steps // 5)}
     return ["--trainer.max_epochs=-1", f"--trainer.max_steps={steps}",
             *[item.format(**values) for item in demo.schedule]]
 
