@@ -49,11 +49,17 @@ class Row:
         return Path(folder) / f"{self.task}-{self.name}-seed{seed}.json"
 
 
+def row_files(folder: Path) -> list[Path]:
+    """The row files of ``folder`` (``*.json``) by name, without hidden ones: a killed run can leave
+    ``.<name>.tmp-XXXX.json`` (:mod:`vision.atomic`), which is never a finished row."""
+    return [path for path in sorted(Path(folder).glob("*.json")) if not path.name.startswith(".")]
+
+
 def write_json_atomically(path: Path, data: dict) -> Path:
     """Write ``data`` as indented JSON with sorted keys; a killed run leaves only a hidden temporary file.
 
     :func:`vision.atomic.atomic_write_text` writes ``.<name>.tmp-XXXX.json`` beside ``path`` and renames
-    it; :func:`vision.benchmarks.report.load_rows` skips such hidden names.
+    it; :func:`row_files` skips such hidden names.
     """
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 

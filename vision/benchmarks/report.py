@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
+from vision.benchmarks.common import row_files
 from vision.errors import DataError
 
 #: task -> (headline metric key, floor of the full-label run or None, how the metric is shown)
@@ -57,13 +58,11 @@ REFERENCES = {
 def load_rows(folder: Path) -> list[dict]:
     """The row dicts of ``folder/*.json`` (files with ``task`` and ``metric``), by file name.
 
-    Hidden files are skipped: a killed run can leave ``.<name>.tmp-XXXX.json`` (:mod:`vision.atomic`),
-    which is never a finished row. :class:`~vision.errors.DataError` for a row file that is not JSON.
+    Hidden files (a killed run's temporary file) are skipped (:func:`~vision.benchmarks.common.row_files`).
+    :class:`~vision.errors.DataError` for a row file that is not JSON.
     """
     rows = []
-    for path in sorted(Path(folder).glob("*.json")):
-        if path.name.startswith("."):
-            continue
+    for path in row_files(folder):
         try:
             row = json.loads(path.read_text())
         except json.JSONDecodeError as exc:

@@ -1,4 +1,4 @@
-"""Learning-rate schedules shared by the tasks."""
+"""Learning-rate and loss-weight schedules shared by the tasks."""
 
 from __future__ import annotations
 
@@ -25,3 +25,12 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def rampup(step: int, length: int) -> float:
+    """Sigmoid ramp-up ``exp(-5 (1 - t)^2)``, ``t = step / length`` clipped to [0, 1], of the unsupervised
+    loss weights (Laine & Aila, ICLR 2017). A step before 0 (still in burn-in) gives ``exp(-5)``."""
+    if length <= 0:
+        return 1.0
+    t = min(max(step / length, 0.0), 1.0)
+    return math.exp(-5.0 * (1.0 - t) ** 2)

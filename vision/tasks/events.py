@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from datamodules.formats.dsec import write_label_png
 from vision.atomic import OutputExistsError
 from vision.engine.dual_student import DualStudent, reinitialised_copy
-from vision.engine.schedules import warmup_cosine
+from vision.engine.schedules import rampup, warmup_cosine
 from vision.labels.types import IGNORE_INDEX
 from vision.losses.partial_cross_entropy import PartialCrossEntropy
 from vision.losses.prototype_contrastive import PrototypeContrastiveLoss
@@ -43,7 +43,6 @@ from vision.models.events.heads import ProjectionHead
 from vision.tasks.events_losses import (
     class_balanced_sample,
     contrastive_labels,
-    rampup,
     restricted_prediction,
 )
 

@@ -1,24 +1,15 @@
-"""Helpers of the EV-WSSS task (:mod:`vision.tasks.events`): loss-weight ramp-up, restricted predictions,
-and the choice of the pixels that enter the prototype contrastive loss.
+"""Helpers of the EV-WSSS task (:mod:`vision.tasks.events`): restricted predictions and the choice of the
+pixels that enter the prototype contrastive loss.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 from torch import Tensor
 
 from vision.labels.types import IGNORE_INDEX
-
-
-def rampup(step: int, length: int) -> float:
-    """Sigmoid ramp-up ``exp(-5 (1 - t)^2)`` of the unsupervised loss weights (Laine & Aila, ICLR 2017)."""
-    if length <= 0:
-        return 1.0
-    t = min(max(step / length, 0.0), 1.0)
-    return math.exp(-5.0 * (1.0 - t) ** 2)
 
 
 @torch.no_grad()

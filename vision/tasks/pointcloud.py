@@ -17,7 +17,6 @@ by crop (coverage voting) and scored on every original point against the full la
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -27,21 +26,13 @@ from torch import nn
 
 from datamodules.pointcloud_crops import PreparedScene, predict_scene, view_batch
 from vision.engine.ema_teacher import EMATeacher
-from vision.engine.schedules import warmup_cosine
+from vision.engine.schedules import rampup, warmup_cosine
 from vision.labels.types import IGNORE_INDEX
 from vision.losses.consistency import ConsistencyLoss
 from vision.losses.partial_cross_entropy import PartialCrossEntropy, class_weights_from_counts
 from vision.losses.prototype_contrastive import PrototypeContrastiveLoss
 from vision.losses.pseudo_label import PseudoLabelLoss
 from vision.metrics.segmentation import SegmentationScores
-
-
-def rampup(step: int, length: int) -> float:
-    """Sigmoid ramp-up ``exp(-5 (1 - t)^2)`` of unsupervised loss weights (Laine & Aila, 2017)."""
-    if length <= 0:
-        return 1.0
-    t = min(max(step / length, 0.0), 1.0)
-    return math.exp(-5.0 * (1.0 - t) ** 2)
 
 
 class PointCloudSegmentation(L.LightningModule):

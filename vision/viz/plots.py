@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from vision.benchmarks.common import row_files
 from vision.errors import DataError, PathLike
 from vision.viz.palette import class_colors, new_figure, refuse_existing, save_figure
 
@@ -41,9 +42,7 @@ def load_benchmark_rows(folder: PathLike, task: Optional[str] = None) -> list[di
     if not folder.is_dir():
         raise DataError(folder, "benchmark folder does not exist")
     rows = []
-    for path in sorted(folder.glob("*.json")):
-        if path.name.startswith("."):  # a killed run's temporary file (vision.atomic), never a row
-            continue
+    for path in row_files(folder):  # without a killed run's hidden temporary files
         try:
             content = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
