@@ -87,6 +87,20 @@ def test_teacher_boxes_above_merge_score_away_from_labels_join_the_targets():
     assert boxes.tolist() == [[36.0, 36.0, 60.0, 60.0]] and labels.tolist() == [1]
 
 
+def test_calibrated_thresholds_take_a_from_scratch_teachers_confident_boxes():
+    # the teacher finds the labelled box at 0.4 and an unlabelled one at 0.6: far below SparseDet's 0.9,
+    # above 1.25 x 0.4; the one at 0.45 is not
+    detections = {"boxes": torch.tensor([[4.0, 4.0, 24.0, 24.0], [36.0, 36.0, 60.0, 60.0], [36.0, 2.0, 60.0, 20.0]]),
+                  "scores": torch.tensor([0.4, 0.6, 0.45]), "labels": torch.tensor([1, 1, 1])}
+    labelled, labels = [torch.tensor([[4.0, 4.0, 24.0, 24.0]])], [torch.tensor([1])]
+    for thresholds, expected in (("fixed", []), ("calibrated", [[36.0, 36.0, 60.0, 60.0]])):
+        task = DetectionTask(tiny_detector(), num_classes=2, teacher=True, thresholds=thresholds)
+        task.teacher.forward = lambda images: [detections]
+        boxes, _ = task.teacher_pseudo_boxes([torch.rand(3, 64, 64)], labelled, [False], labels)[0]
+        assert boxes.tolist() == expected
+    assert task.merge_calibration.thresholds().tolist() == pytest.approx([0.9, 0.5])
+
+
 @pytest.mark.slow
 def test_short_training_run_detects_big_shapes_and_writes_coco_results(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEVISION_CACHE", str(tmp_path / "cache"))

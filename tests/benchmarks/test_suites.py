@@ -122,7 +122,7 @@ class _Boxes:
 def test_mean_size_prior_is_measured_on_validation_boxes_and_recorded_in_the_command(tmp_path, monkeypatch):
     assert detection.class_mean_wh(_Boxes()) == [[20.0, 20.0], [4.0, 6.0], [14.7, 15.3]]  # class 2: all boxes
     monkeypatch.setattr("vision.cli.build_cli", lambda argv: type("CLI", (), {"datamodule": _DataModule()}))
-    monkeypatch.setattr(detection, "fit_and_test", lambda row, seed, root, key: {"metric": {"map_50": 0.5}})
+    monkeypatch.setattr(detection, "fit_and_test", lambda row, seed, root, key, extra=None: {"metric": {"map_50": 0.5}})
     row = next(r for r in detection.rows() if r.name == "points-baseline")
     result = run_rows([row], lambda r, s: detection.run_one(r, s, tmp_path), tmp_path, log=lambda _: None)[0]
     assert result["command"].endswith("'--model.init_args.class_mean_wh=[[20.0, 20.0], [4.0, 6.0], [14.7, 15.3]]'")
@@ -199,7 +199,9 @@ def hand_made_rows() -> list[dict]:
                       _made("detection", "drop50-baseline", {"map_50": 0.60}, method="fcos", labels="drop50", fraction=0.5),
                       _made("detection", "points", {"map_50": 0.50}, method="fcos+engine", labels="points", fraction=1.0)]
     bccd = [_made("detection-bccd", "full", {"map_50": 0.40}, method="fcos", labels="full", fraction=1.0, converged=False),
-            _made("detection-bccd", "drop50", {"map_50": 0.39}, method="fcos+engine", labels="drop50", fraction=0.5)]
+            _made("detection-bccd", "drop50", {"map_50": 0.39}, method="fcos+engine", labels="drop50", fraction=0.5,
+                  pseudo_boxes={"images": 100, "pseudo": 50, "precision": 0.8, "recall": 0.1, "mined": 900,
+                                "mined_precision": 0.13})]
     ign = [*[_made("pointcloud-ign", "0.1pct", {"miou": v}, s, method="sqn+engine", labels="0.1pct", fraction=0.001)
              for s, v in enumerate([0.66, 0.64, 0.65])],
            _made("pointcloud-ign", "knn-1pct", {"miou": 0.63}, method="knn", labels="1pct", k={"tile": 5})]
@@ -221,6 +223,8 @@ def test_tables_put_ratios_and_targets_beside_absolute_values():
     bccd = "\n".join(task_table(summary, "detection-bccd"))
     assert "0.975 (target ≥ 0.95: met)" in bccd and "has NOT converged" in bccd
     assert "the AP50 >= 0.60 floor applies to the synthetic set" in bccd
+    assert ("pseudo-boxes 0.5/image (precision 0.80, recall of missing 0.10), mined 9.0/image (precision 0.13)"
+            in bccd)
     ign = "\n".join(task_table(summary, "pointcloud-ign"))
     assert "| 0.650 ± 0.010 |" in ign and "target ≥ 0.635: met" in ign and "k = 5" in ign
     assert "no full-label row" in ign and "k-NN vote on xyz 0.378 at 0.1%" in ign
@@ -317,3 +321,10 @@ def test_second_selftrain_round_trains_the_rounds_before_it(tmp_path, monkeypatc
     assert stats["pseudo"] > 0 and 0.0 <= stats["precision"] <= 1.0
     assert result["label_budget"]["labelled"] == stats["human"] < stats["pseudo"]
     assert 0.0 <= result["metric"]["miou"] <= 1.0
+
+
+def test_only_engine_rows_on_incomplete_boxes_score_their_pseudo_boxes():
+    scored = {row.name for row in detection.rows() if detection.scores_pseudo_boxes(row)}
+    assert {"drop50", "keep1", "mmdet_retinanet-drop50"} <= scored
+    assert not scored & {"full", "drop50-baseline", "keep1-baseline", "points", "points-baseline",
+                         "mmdet_retinanet-drop50-baseline", "mmdet_retinanet-full"}

@@ -14,7 +14,9 @@ Suites ``detection`` (synthetic scenes, ``configs/detection/fcos-synthetic-*.yam
   mean sizes are a given prior (:mod:`vision.tasks.detection_points`): measured here on the VALIDATION
   split's boxes, never on the training split's hidden ones, and written into the row's command.
 
-The synthetic suite also lists the mmdet RetinaNet rows (:mod:`vision.benchmarks.mmdet_rows`), skipped
+Engine rows on incomplete boxes also score the run's final pseudo-boxes and mined regions against the
+hidden boxes of 100 training images (:mod:`vision.benchmarks.pseudo_boxes`), in the row's JSON under
+``pseudo_boxes``. The synthetic suite also lists the mmdet RetinaNet rows (:mod:`vision.benchmarks.mmdet_rows`), skipped
 with the reason when mmdet / mmcv's ops do not import. Every row is tested against the FULL boxes of
 the test split (COCO mAP and AP50, torchmetrics).
 """
@@ -127,4 +129,15 @@ def run_one(row: Row, seed: int, run_root: Path) -> dict:
         return mmdet_rows.run_one(row, seed, run_root)
     if MEAN_SIZE in row.overrides:
         _with_measured_prior(row)
-    return fit_and_test(row, seed, run_root, "val/map_50")
+    return fit_and_test(row, seed, run_root, "val/map_50", _pseudo_box_scores if scores_pseudo_boxes(row) else None)
+
+
+def scores_pseudo_boxes(row: Row) -> bool:
+    """Rows whose pseudo-boxes and mined regions are scored: the engine on incomplete boxes."""
+    return row.labels in ("drop50", "keep1") and row.method.endswith("+engine")
+
+
+def _pseudo_box_scores(model, datamodule) -> dict:
+    from vision.benchmarks.pseudo_boxes import pseudo_box_quality
+
+    return {"pseudo_boxes": pseudo_box_quality(model, datamodule)}

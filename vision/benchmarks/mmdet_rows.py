@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vision.benchmarks.common import Row, converged, validation_curve
+from vision.benchmarks.common import Row
+from vision.benchmarks.training import fit_and_test
 
 CONFIG = str(Path("configs") / "detection" / "mmdet_retinanet-synthetic-drop50.yaml")
 
@@ -41,15 +42,8 @@ def rows(quick: bool = False) -> list[Row]:
 
 
 def run_one(row: Row, seed: int, run_root: Path) -> dict:
-    """Fit, then test the last checkpoint against the FULL boxes of the test split (COCO mAP, AP50)."""
-    from vision.cli import build_cli
+    """Fit, then test the last checkpoint against the FULL boxes of the test split (COCO mAP, AP50); the
+    engine row also scores its pseudo-boxes (see :mod:`vision.benchmarks.detection`)."""
+    from vision.benchmarks.detection import _pseudo_box_scores, scores_pseudo_boxes
 
-    run_dir = Path(run_root) / f"{row.task}-{row.name}-seed{seed}"
-    cli = build_cli(["--config", row.config, *row.overrides, f"{row.seed_option}={seed}",
-                     "--run_dir", str(run_dir), "--trainer.enable_progress_bar=false"])
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    metrics = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="last", verbose=False)[0]
-    curve = validation_curve(run_dir, "val/map_50")
-    return {"metric": {k.removeprefix("test/"): float(v) for k, v in metrics.items()},
-            "label_budget": cli.datamodule.label_budget(), "val_curve": curve,
-            "converged": converged(curve), "steps": int(cli.trainer.global_step), "run_dir": str(run_dir)}
+    return fit_and_test(row, seed, run_root, "val/map_50", _pseudo_box_scores if scores_pseudo_boxes(row) else None)

@@ -144,6 +144,9 @@ def _notes(task: str, name: str, entry: dict) -> str:
         precision = [p["precision"] for p in pseudo if p.get("precision") is not None]
         text = f"{pseudo[0].get('pseudo', 0):,} pseudo-labels"
         notes.append(text + (f", precision {_stats(precision)[0]:.3f}" if precision else ""))
+    boxes = [r["pseudo_boxes"] for r in rows if isinstance(r.get("pseudo_boxes"), dict)]
+    if boxes:
+        notes.append(_pseudo_box_note(boxes))
     target = ABSOLUTE_TARGETS.get(task, {}).get(name)
     if target is not None:
         notes.append(f"target ≥ {target:.3f}: {'met' if entry['mean'] >= target else 'not met'}")
@@ -152,6 +155,22 @@ def _notes(task: str, name: str, entry: dict) -> str:
         wall = _stats(walls)[0]
         notes.append(f"{wall / 60:.0f} min per seed" if wall >= 120 else f"{wall:.0f} s per seed")
     return "; ".join(notes)
+
+
+def _pseudo_box_note(scores: list[dict]) -> str:
+    """Pseudo-boxes and mined regions per image with their precision (means over seeds)."""
+    def mean(key: str) -> Optional[float]:
+        values = [s[key] for s in scores if s.get(key) is not None]
+        return _stats(values)[0] if values else None
+
+    per_image = [s["pseudo"] / max(s["images"], 1) for s in scores]
+    mined_per_image = [s["mined"] / max(s["images"], 1) for s in scores]
+    precision, recall, mined = mean("precision"), mean("recall"), mean("mined_precision")
+    text = f"pseudo-boxes {_stats(per_image)[0]:.1f}/image"
+    if precision is not None:
+        text += f" (precision {precision:.2f}, recall of missing {recall or 0:.2f})"
+    text += f", mined {_stats(mined_per_image)[0]:.1f}/image"
+    return text + (f" (precision {mined:.2f})" if mined is not None else "")
 
 
 def _counts(budget: dict) -> str:

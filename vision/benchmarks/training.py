@@ -8,9 +8,10 @@ of the test split. It returns the JSON fields :func:`vision.benchmarks.common.ru
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from vision.benchmarks.common import Row, converged, validation_curve
 
@@ -51,11 +52,13 @@ class SuiteRow(Row):
         return f"sparsevision benchmark {self.suite or self.task} --rows {self.name} --seeds {seed}"
 
 
-def fit_and_test(row: Row, seed: int, run_root: Path, curve_key: str = "val/miou") -> dict:
+def fit_and_test(row: Row, seed: int, run_root: Path, curve_key: str = "val/miou",
+                 extra: Optional[Callable[[Any, Any], dict]] = None) -> dict:
     """Fit ``row`` with label seed ``seed`` into ``<run_root>/<task>-<row>-seed<S>``, test its last checkpoint.
 
     Returns ``metric`` (the ``test/*`` keys without the prefix), ``label_budget``, the validation curve of
-    ``curve_key`` with ``converged`` (CONVENTIONS.md), the number of optimizer steps and the run folder.
+    ``curve_key`` with ``converged`` (CONVENTIONS.md), the number of optimizer steps and the run folder,
+    plus what ``extra(model, datamodule)`` returns (called after the test, e.g. pseudo-label quality).
     """
     from vision.cli import build_cli
 
@@ -67,4 +70,5 @@ def fit_and_test(row: Row, seed: int, run_root: Path, curve_key: str = "val/miou
     curve = validation_curve(run_dir, curve_key)
     return {"metric": {k.removeprefix("test/"): float(v) for k, v in metrics.items()},
             "label_budget": cli.datamodule.label_budget(), "val_curve": curve,
-            "converged": converged(curve), "steps": int(cli.trainer.global_step), "run_dir": str(run_dir)}
+            "converged": converged(curve), "steps": int(cli.trainer.global_step), "run_dir": str(run_dir),
+            **(extra(cli.model, cli.datamodule) if extra is not None else {})}

@@ -5,6 +5,8 @@
   Cho et al. 2024).
 - :func:`select_confident_per_class` and the precision helpers - pseudo-label selection for offline
   self-training (SQN-style top fraction, per class).
+- :class:`LabelledScoreCalibration` - pseudo-box / mining score thresholds that follow the teacher's
+  scores on the labelled boxes (for detectors trained from scratch, which never reach SparseDet's 0.8 / 0.9).
 - :class:`PseudoLabelWriter` / :func:`load_predictions` - distributed prediction for self-training rounds.
 - :class:`ExactResume` - a resumed run ends with the weights of an uninterrupted one (training-step
   randomness from ``(seed, epoch, batch)``, loader position restored).
@@ -17,10 +19,12 @@ from vision.engine.pseudo_selection import (
     pseudo_label_precision_per_class,
     select_confident_per_class,
 )
+from vision.engine.score_calibration import LabelledScoreCalibration
 
 __all__ = [
     "DualStudent",
     "EMATeacher",
+    "LabelledScoreCalibration",
     "PseudoLabelWriter",
     "ExactResume",
     "confident_targets",

@@ -9,6 +9,10 @@ from YAML:
   (0.2) to every labelled box become ``ignore_boxes``: left out of the background, never positives;
 * teacher pseudo-boxes (``teacher``, FixMatch-style): the EMA teacher's detections on the WEAK view with
   score > ``merge_score`` (0.9) and IoU < ``merge_iou`` (0.5) to every labelled box;
+* ``thresholds: calibrated`` (the default) lowers both score thresholds to what the teacher scores on
+  the labelled boxes it finds (:mod:`vision.engine.score_calibration`), capped at the paper's values:
+  a detector trained from scratch never reaches 0.8 / 0.9 in a CPU-sized run, so with
+  ``thresholds: fixed`` nothing is ever mined or merged there;
 * weak/strong consistency (``consistency_weight``): the two views share their geometry
   (:mod:`datamodules.transforms.detection_augment`), so the teacher's pseudo-boxes from the weak view are
   the student's targets on the STRONG view: ``loss = L(weak; human, ignore = mined + pseudo)
@@ -35,6 +39,7 @@ from torchvision.ops import box_iou, clip_boxes_to_image, remove_small_boxes
 
 from vision.engine.ema_teacher import EMATeacher
 from vision.engine.schedules import warmup_cosine
+from vision.engine.score_calibration import LabelledScoreCalibration
 from vision.losses.pseudo_positive import mine_pseudo_positives
 from vision.models.detection.factory import Detector, build_detector
 from vision.tasks.detection_points import PointToBoxOnDetector, matched_box_iou, prior_boxes
@@ -84,6 +89,11 @@ class DetectionTask(L.LightningModule):
         mining, mining_score, mining_iou: SparseDet pseudo-positive mining and its thresholds.
         teacher, ema_decay: an EMA teacher for mining, pseudo-boxes and (optionally) evaluation.
         merge_score, merge_iou: teacher detections kept as pseudo-boxes.
+        thresholds: ``fixed`` (``mining_score`` / ``merge_score`` as given) or ``calibrated`` (those are caps;
+            per-class thresholds follow the teacher's scores on labelled boxes).
+        merge_ratio, mining_ratio, min_score: calibrated threshold = ``ratio`` * the mean score of the
+            teacher's hits on labelled boxes, at least ``min_score``
+            (:class:`vision.engine.score_calibration.LabelledScoreCalibration`).
         consistency_weight: weight of the strong-view loss on human + pseudo-boxes.
         burn_in_steps: steps before mining and the teacher start.
         optimizer, lr, momentum, weight_decay, warmup_steps: SGD (momentum) or AdamW; linear warm-up then
@@ -101,7 +111,9 @@ class DetectionTask(L.LightningModule):
     def __init__(self, model: nn.Module, num_classes: int, class_names: Optional[list[str]] = None,
                  mode: Literal["boxes", "points"] = "boxes", baseline: bool = False, mining: bool = True,
                  mining_score: float = 0.8, mining_iou: float = 0.2, teacher: bool = True, ema_decay: float = 0.999,
-                 merge_score: float = 0.9, merge_iou: float = 0.5, consistency_weight: float = 1.0,
+                 merge_score: float = 0.9, merge_iou: float = 0.5,
+                 thresholds: Literal["fixed", "calibrated"] = "calibrated", merge_ratio: float = 1.25,
+                 mining_ratio: float = 0.75, min_score: float = 0.2, consistency_weight: float = 1.0,
                  burn_in_steps: int = 200, optimizer: Literal["sgd", "adamw"] = "sgd", lr: float = 0.01,
                  momentum: float = 0.9, weight_decay: float = 1e-4, warmup_steps: int = 100,
                  eval_with_teacher: bool = False, point_boxes: Literal["mil", "mean_size"] = "mil",
@@ -111,9 +123,16 @@ class DetectionTask(L.LightningModule):
         super().__init__()
         if mode not in ("boxes", "points"):
             raise ValueError(f"mode must be 'boxes' or 'points', got {mode!r}")
+        if thresholds not in ("fixed", "calibrated"):
+            raise ValueError(f"thresholds must be 'fixed' or 'calibrated', got {thresholds!r}")
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self.teacher = EMATeacher(model, decay=ema_decay) if teacher and not baseline else None
+        self.merge_calibration = self.mining_calibration = None
+        if thresholds == "calibrated" and not baseline:
+            self.merge_calibration = LabelledScoreCalibration(num_classes, merge_score, merge_ratio, min_score)
+            self.mining_calibration = LabelledScoreCalibration(num_classes, mining_score, mining_ratio, min_score,
+                                                               class_agnostic=True)
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.points = None
         if mode == "points" and point_boxes == "mil":
@@ -127,32 +146,52 @@ class DetectionTask(L.LightningModule):
     def _candidate_net(self) -> nn.Module:
         return self.teacher.model if self.teacher is not None else self.model
 
-    def mine_ignore_boxes(self, images: list[Tensor], labelled: list[Tensor], complete: list[bool]) -> list[Tensor]:
+    def mining_threshold(self) -> float:
+        """The objectness a candidate must exceed to be mined (``mining_score``, or its calibrated value)."""
+        if self.mining_calibration is None:
+            return float(self.hparams.mining_score)
+        return float(self.mining_calibration.threshold_for())
+
+    def mine_ignore_boxes(self, images: list[Tensor], labelled: list[Tensor], complete: list[bool],
+                          human: Optional[list[Tensor]] = None) -> list[Tensor]:
         """Per image ``(J, 4)`` pseudo-positives to ignore: confident candidates far from every ``labelled`` box.
 
-        Complete images get none (their unlabelled regions are background).
+        Complete images get none (their unlabelled regions are background). ``human`` (default
+        ``labelled``): the people's boxes, on which calibrated thresholds are measured.
         """
         out = [_empty_boxes(b) for b in labelled]
         todo = [i for i, done in enumerate(complete) if not done]
         if not todo:
             return out
         candidates = self._candidate_net().objectness_candidates([images[i] for i in todo])
+        if self.mining_calibration is not None:
+            human = labelled if human is None else human
+            self.mining_calibration.update([(b, s, None) for b, s in candidates],
+                                           [(human[i], human[i].new_zeros(len(human[i]))) for i in todo])
+        threshold = self.mining_threshold()
         for i, (boxes, scores) in zip(todo, candidates):
-            keep = mine_pseudo_positives(boxes, scores, labelled[i].to(boxes), self.hparams.mining_score,
-                                         self.hparams.mining_iou)
+            keep = mine_pseudo_positives(boxes, scores, labelled[i].to(boxes), threshold, self.hparams.mining_iou)
             out[i] = boxes[keep].detach()
         return out
 
-    def teacher_pseudo_boxes(self, images: list[Tensor], labelled: list[Tensor],
-                             complete: list[bool]) -> list[tuple[Tensor, Tensor]]:
-        """Per image ``(boxes (P, 4), labels (P,))``: teacher detections above ``merge_score`` that overlap no
-        labelled box (IoU < ``merge_iou``); none for complete images."""
+    def teacher_pseudo_boxes(self, images: list[Tensor], labelled: list[Tensor], complete: list[bool],
+                             labels: Optional[list[Tensor]] = None) -> list[tuple[Tensor, Tensor]]:
+        """Per image ``(boxes (P, 4), labels (P,))``: teacher detections above ``merge_score`` (or its calibrated
+        per-class value, measured on ``labelled`` with their ``labels``) that overlap no labelled box
+        (IoU < ``merge_iou``); none for complete images."""
         out = [(_empty_boxes(b), torch.zeros(0, dtype=torch.int64, device=b.device)) for b in labelled]
         todo = [i for i, done in enumerate(complete) if not done]
         if not todo or self.teacher is None:
             return out
-        for i, detections in zip(todo, self.teacher([images[j] for j in todo])):
-            keep = detections["scores"] > self.hparams.merge_score
+        detected = self.teacher([images[j] for j in todo])
+        if self.merge_calibration is not None and labels is not None:
+            self.merge_calibration.update([(d["boxes"], d["scores"], d["labels"]) for d in detected],
+                                          [(labelled[i], labels[i]) for i in todo])
+        for i, detections in zip(todo, detected):
+            if self.merge_calibration is not None:
+                keep = detections["scores"] > self.merge_calibration.threshold_for(detections["labels"])
+            else:
+                keep = detections["scores"] > self.hparams.merge_score
             if labelled[i].numel() and keep.any():
                 keep &= box_iou(detections["boxes"], labelled[i].to(detections["boxes"])).max(dim=1).values \
                     < self.hparams.merge_iou
@@ -167,10 +206,10 @@ class DetectionTask(L.LightningModule):
         pseudo = [(_empty_boxes(b), labels[i][:0]) for i, b in enumerate(boxes)]
         ignore = [_empty_boxes(b) for b in boxes]
         if active:
-            pseudo = self.teacher_pseudo_boxes(images, boxes, complete)
+            pseudo = self.teacher_pseudo_boxes(images, boxes, complete, labels)
             if self.hparams.mining:
                 ignore = self.mine_ignore_boxes(images, [torch.cat([b, p]) for b, (p, _) in zip(boxes, pseudo)],
-                                                complete)
+                                                complete, human=boxes)
         merged = [{"boxes": torch.cat([b, p]), "labels": torch.cat([lab, pl]), "ignore_boxes": ig}
                   for b, lab, (p, pl), ig in zip(boxes, labels, pseudo, ignore)]
         two_views = active and strong is not None and self.hparams.consistency_weight > 0
@@ -218,6 +257,10 @@ class DetectionTask(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log_dict({"train/mined": float(self.last_mined), "train/pseudo_boxes": float(self.last_pseudo),
                        "train/ignored_negatives": float(self.last_ignored_negatives)}, batch_size=size)
+        if self.merge_calibration is not None:
+            self.log_dict({"train/merge_threshold": self.merge_calibration.thresholds().mean(),
+                           "train/mining_threshold": self.mining_threshold(),
+                           "train/teacher_recall": self.merge_calibration.recall}, batch_size=size)
         return loss
 
     def optimizer_step(self, *args, **kwargs) -> None:
