@@ -55,8 +55,7 @@ DETECTION = TaskDemo(
     task="detection", description="50% of boxes dropped (DropBoxes 0.5)", metric_key="test/map_50",
     metric_name="AP50", sparse_config="configs/detection/fcos-synthetic-drop50.yaml",
     full_config="configs/detection/fcos-synthetic-full.yaml",
-    overrides=["--model.init_args.model.init_args.min_size=128", "--model.init_args.model.init_args.max_size=171",
-               "--trainer.limit_val_batches=0", "--trainer.limit_test_batches=15"],
+    overrides=["--trainer.limit_val_batches=0", "--trainer.limit_test_batches=15"],
     quick_overrides=["--trainer.limit_test_batches=3"],
     schedule=["--model.init_args.burn_in_steps={half}", "--model.init_args.warmup_steps={fifth}"],
     steps=90, quick_steps=15, render=detection_pictures)

@@ -22,7 +22,9 @@ Class-agnostic mining uses the same rule with one threshold (objectness of the b
 labelled box, any class).
 
 A class never hit yet keeps ``cap``. The state is a set of buffers, so checkpoints carry it and a
-resumed run continues with the same thresholds.
+resumed run continues with the same thresholds. Under DDP each rank calibrates on its own batches (no
+collective: a rank whose batch has only complete images does not update, and a collective there would
+hang the others); the ranks' thresholds differ by the noise of a few batches.
 """
 
 from __future__ import annotations
