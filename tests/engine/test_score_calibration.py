@@ -66,6 +66,12 @@ def test_state_travels_in_the_state_dict():
 
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="min_score"):
-        LabelledScoreCalibration(num_classes=2, cap=0.5, min_score=0.6)
+        LabelledScoreCalibration(num_classes=2, cap=0.5, min_score=-0.1)
     with pytest.raises(ValueError, match="labels"):
         LabelledScoreCalibration(num_classes=2, cap=0.9).threshold_for()
+
+
+def test_a_cap_below_min_score_is_the_threshold():
+    calibration = LabelledScoreCalibration(num_classes=1, cap=0.0, min_score=0.2)  # "mine everything"
+    calibration.update([detections((0, 0, 10, 10, 0.5, 0))], [(BOX, torch.tensor([0]))])
+    assert calibration.thresholds().tolist() == [0.0]

@@ -69,7 +69,7 @@ class LabelledScoreCalibration(nn.Module):
         num_classes: C.
         cap: the largest threshold (the fixed paper value).
         ratio: threshold = ``ratio`` * mean hit score (below 1: looser than the typical hit).
-        min_score: the smallest threshold.
+        min_score: the smallest threshold (``cap`` when ``cap`` is smaller).
         momentum: EMA momentum of the mean hit score per batch.
         match_iou: IoU at which a detection hits a labelled box.
         class_agnostic: one threshold for all classes (mining on objectness).
@@ -78,11 +78,12 @@ class LabelledScoreCalibration(nn.Module):
     def __init__(self, num_classes: int, cap: float, ratio: float = 1.0, min_score: float = 0.2,
                  momentum: float = 0.9, match_iou: float = 0.5, class_agnostic: bool = False) -> None:
         super().__init__()
-        if not 0.0 <= min_score <= cap:
-            raise ValueError(f"need 0 <= min_score <= cap, got min_score={min_score}, cap={cap}")
+        if min_score < 0 or cap < 0:
+            raise ValueError(f"need min_score >= 0 and cap >= 0, got min_score={min_score}, cap={cap}")
         if ratio <= 0 or not 0.0 <= momentum < 1.0:
             raise ValueError(f"need ratio > 0 and 0 <= momentum < 1, got ratio={ratio}, momentum={momentum}")
-        self.cap, self.ratio, self.min_score = float(cap), float(ratio), float(min_score)
+        # a cap below min_score wins: the user asked for at most that threshold
+        self.cap, self.ratio, self.min_score = float(cap), float(ratio), float(min(min_score, cap))
         self.momentum, self.match_iou, self.class_agnostic = float(momentum), float(match_iou), class_agnostic
         slots = 1 if class_agnostic else int(num_classes)
         self.register_buffer("mean_hit", torch.zeros(slots))
