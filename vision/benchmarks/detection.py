@@ -125,8 +125,6 @@ def _with_measured_prior(row: Row) -> None:
 
 def run_one(row: Row, seed: int, run_root: Path) -> dict:
     """Fit, then test the last checkpoint against the full boxes of the test split (mAP, AP50)."""
-    if row.name.startswith("mmdet_"):
-        return mmdet_rows.run_one(row, seed, run_root)
     if MEAN_SIZE in row.overrides:
         _with_measured_prior(row)
     return fit_and_test(row, seed, run_root, "val/map_50", _pseudo_box_scores if scores_pseudo_boxes(row) else None)

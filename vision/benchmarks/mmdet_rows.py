@@ -9,9 +9,8 @@ The same synthetic scenes, schedule, weak labels and SparseDet engine as
   (the headline weak row, CONVENTIONS.md);
 * ``mmdet_retinanet-drop50-baseline``: the same labels trained plainly (missing boxes = background), seed 0.
 
-``rows(quick)`` and ``run_one(row, seed, run_root)`` follow :mod:`vision.benchmarks.pointcloud`, so a
-detection suite can list ``mmdet_rows.rows()`` after its own rows (when mmdet is installed) and run them
-with :func:`vision.benchmarks.common.run_rows`.
+The detection suite lists ``mmdet_rows.rows()`` after its own rows and runs them with its own
+``run_one`` (fit, test, and for the engine row the pseudo-box scores), like every other detection row.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from vision.benchmarks.common import Row
-from vision.benchmarks.training import fit_and_test
 
 CONFIG = str(Path("configs") / "detection" / "mmdet_retinanet-synthetic-drop50.yaml")
 
@@ -39,11 +37,3 @@ def rows(quick: bool = False) -> list[Row]:
                 "drop50"),
             Row("detection", "mmdet_retinanet-drop50-baseline", CONFIG, ["--model.init_args.baseline=true", *extra],
                 (0,), "mmdet_retinanet", "drop50")]
-
-
-def run_one(row: Row, seed: int, run_root: Path) -> dict:
-    """Fit, then test the last checkpoint against the FULL boxes of the test split (COCO mAP, AP50); the
-    engine row also scores its pseudo-boxes (see :mod:`vision.benchmarks.detection`)."""
-    from vision.benchmarks.detection import _pseudo_box_scores, scores_pseudo_boxes
-
-    return fit_and_test(row, seed, run_root, "val/map_50", _pseudo_box_scores if scores_pseudo_boxes(row) else None)

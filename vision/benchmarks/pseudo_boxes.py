@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from vision.engine.score_calibration import box_matches
+
 MATCH_IOU = 0.5
 
 
@@ -33,16 +35,6 @@ def _missing(full: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
     if full.numel() == 0:
         return torch.zeros(0, dtype=torch.bool)
     return box_iou(full, kept).max(dim=1).values < 0.99
-
-
-def _hits(found: torch.Tensor, truth: torch.Tensor, found_labels=None, truth_labels=None) -> torch.Tensor:
-    """``(P, T)`` bool: which found boxes match which true boxes (IoU >= 0.5, and the class when given)."""
-    if found.numel() == 0 or truth.numel() == 0:
-        return torch.zeros(found.shape[0], truth.shape[0], dtype=torch.bool)
-    match = box_iou(found.float(), truth.float()) >= MATCH_IOU
-    if found_labels is not None:
-        match &= found_labels.view(-1, 1) == truth_labels.view(1, -1)
-    return match
 
 
 @torch.no_grad()
@@ -83,14 +75,14 @@ def pseudo_box_quality(task, datamodule, max_images: int = 100) -> dict:
             labelled = torch.cat([kept_boxes, boxes.cpu()])
             mined = task.mine_ignore_boxes(image, [labelled.to(task.device)], [False],
                                            human=[kept_boxes.to(task.device)])[0].cpu()
-            correct = _hits(boxes.cpu(), truth, labels.cpu(), truth_labels)
+            correct = box_matches(boxes.cpu(), truth, MATCH_IOU, labels.cpu(), truth_labels)
             totals["images"] += 1
             totals["missing"] += int(missing.sum())
             totals["pseudo"] += int(boxes.shape[0])
             totals["pseudo_correct"] += int(correct.any(dim=1).sum())
             totals["covered"] += int(correct.any(dim=0).sum())
             totals["mined"] += int(mined.shape[0])
-            totals["mined_correct"] += int(_hits(mined, truth).any(dim=1).sum())
+            totals["mined_correct"] += int(box_matches(mined, truth, MATCH_IOU).any(dim=1).sum())
         result = dict(totals)
         result["precision"] = totals["pseudo_correct"] / totals["pseudo"] if totals["pseudo"] else None
         result["recall"] = totals["covered"] / totals["missing"] if totals["missing"] else None

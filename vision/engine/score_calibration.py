@@ -36,6 +36,24 @@ from torch import Tensor, nn
 from torchvision.ops import box_iou
 
 
+def box_matches(boxes: Tensor, targets: Tensor, match_iou: float = 0.5, labels: Optional[Tensor] = None,
+                target_labels: Optional[Tensor] = None) -> Tensor:
+    """``(B, T)`` bool on ``targets``' device: box ``b`` matches target ``t`` at IoU >= ``match_iou`` (and, when
+    both label tensors are given, with the same class).
+
+    >>> box_matches(torch.tensor([[0., 0, 10, 10]]), torch.tensor([[0., 0, 10, 9], [0, 0, 10, 9]]),
+    ...             labels=torch.tensor([1]), target_labels=torch.tensor([1, 0])).tolist()
+    [[True, False]]
+    """
+    device = targets.device
+    if boxes.shape[0] == 0 or targets.shape[0] == 0:
+        return torch.zeros(boxes.shape[0], targets.shape[0], dtype=torch.bool, device=device)
+    match = box_iou(boxes.float().to(device), targets.float()) >= match_iou
+    if labels is not None and target_labels is not None:
+        match &= labels.to(device).view(-1, 1) == target_labels.to(device).view(1, -1)
+    return match
+
+
 def best_hit_scores(boxes: Tensor, scores: Tensor, labelled: Tensor, match_iou: float = 0.5,
                     labels: Optional[Tensor] = None, labelled_labels: Optional[Tensor] = None) -> Tensor:
     """``(K,)`` best score of a detection that hits each labelled box; NaN where none does.
@@ -53,12 +71,9 @@ def best_hit_scores(boxes: Tensor, scores: Tensor, labelled: Tensor, match_iou: 
     hit = torch.full((labelled.shape[0],), float("nan"), device=labelled.device)
     if boxes.shape[0] == 0 or labelled.shape[0] == 0:
         return hit
-    iou = box_iou(labelled.float(), boxes.float().to(labelled.device))  # (K, D)
-    ok = iou >= match_iou
-    if labels is not None and labelled_labels is not None:
-        ok &= labelled_labels.to(labelled.device).view(-1, 1) == labels.to(labelled.device).view(1, -1)
-    masked = torch.where(ok, scores.float().to(labelled.device).view(1, -1), torch.full_like(iou, -1.0))
-    best = masked.max(dim=1).values
+    ok = box_matches(labelled, boxes.to(labelled.device), match_iou, labelled_labels, labels)  # (K, D)
+    scores = scores.float().to(labelled.device).view(1, -1).expand_as(ok)
+    best = torch.where(ok, scores, torch.full_like(scores, -1.0)).max(dim=1).values
     return torch.where(best >= 0, best, hit)
 
 
