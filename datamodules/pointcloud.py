@@ -48,23 +48,39 @@ SPLITS = ("train", "val", "test")
 
 
 class TrainingCrops(Dataset):
-    """Crop number ``g`` -> an augmented crop (two views) from the scenes' coverage plans."""
+    """Crop number ``g`` -> an augmented crop (two views) from the scenes' coverage plans.
+
+    With ``labelled_fraction > 0``, that share of the crops is instead centred on a labelled point
+    drawn uniformly from ``labelled`` (``(L, 2)`` rows of scene index, sub-point index): at 0.01% of the
+    points a 4,096-point crop of a coverage plan holds a label only about one time in three, so most
+    steps would carry no supervised signal at all.
+    """
 
     def __init__(self, scenes: list[PreparedScene], plan: np.ndarray, crops_per_epoch: int, crop_points: int,
-                 seed: int, augment: ViewAugment, num_views: int, pyramid: dict) -> None:
+                 seed: int, augment: ViewAugment, num_views: int, pyramid: dict,
+                 labelled: Optional[np.ndarray] = None, labelled_fraction: float = 0.0) -> None:
         self.scenes, self.plan, self.crops_per_epoch = scenes, plan, crops_per_epoch
         self.crop_points, self.seed, self.augment = crop_points, seed, augment
         self.num_views, self.pyramid = num_views, pyramid
+        self.labelled = labelled if labelled is not None and len(labelled) else None
+        self.labelled_fraction = labelled_fraction if self.labelled is not None else 0.0
 
     def __len__(self) -> int:
         return self.crops_per_epoch
 
-    def __getitem__(self, global_index: int) -> dict:
+    def _centre(self, global_index: int, rng: np.random.Generator) -> tuple[int, int]:
+        if self.labelled_fraction > 0 and rng.random() < self.labelled_fraction:
+            scene_index, centre_index = self.labelled[rng.integers(len(self.labelled))]
+            return int(scene_index), int(centre_index)
         epoch, j = divmod(int(global_index), self.crops_per_epoch)
         order = sample_rng(self.seed, f"plan-epoch-{epoch}").permutation(len(self.plan))
         scene_index, centre_index = self.plan[order[j % len(self.plan)]]
-        scene = self.scenes[scene_index]
+        return int(scene_index), int(centre_index)
+
+    def __getitem__(self, global_index: int) -> dict:
         rng = sample_rng(self.seed, f"crop-{global_index}")
+        scene_index, centre_index = self._centre(global_index, rng)
+        scene = self.scenes[scene_index]
         # jitter the centre so that crops differ between epochs but still cover the scene
         centre = scene.coords[centre_index] + rng.normal(0.0, 0.1, 3).astype(np.float32) * [1, 1, 0]
         crop = make_crop(scene, centre, self.crop_points, rng, self.augment, self.num_views, **self.pyramid)
@@ -117,6 +133,9 @@ class PointCloudDataModule(L.LightningDataModule):
             targets, not extra human labels: the label budget still counts the clicks.
         spread_color_tolerance: only grow onto voxels whose colour is this close (None = no colour gate,
             for data without colour).
+        labelled_crop_fraction: share of the training crops centred on a randomly drawn labelled voxel
+            instead of the next coverage-plan centre (0 = coverage plan only). Raises the number of
+            supervised points per step when labels are very sparse (0.01%), where most plan crops hold none.
         seed: seed of crop selection and augmentation.
         num_workers: dataloader worker processes.
         predict_split: split read by ``predict`` (``train`` for self-training rounds).
@@ -135,7 +154,7 @@ class PointCloudDataModule(L.LightningDataModule):
                  weak_label_seed: int = 0, weak_label_file: Optional[str] = None, seed: int = 0,
                  num_workers: int = 0, predict_split: str = "test", score_unlabelled_only: bool = False,
                  query_k: int = 3, on_bad_sample: OnBadSample = "raise", spread_voxels: float = 0.0,
-                 spread_color_tolerance: Optional[float] = None) -> None:
+                 spread_color_tolerance: Optional[float] = None, labelled_crop_fraction: float = 0.0) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["augment", "weak_labels", "class_names"])
         self.augment = augment if augment is not None else ViewAugment()
@@ -299,8 +318,15 @@ class PointCloudDataModule(L.LightningDataModule):
                 coverage_plan(scene, self.hparams.crop_points, sample_rng(self.hparams.seed, scene.scene_id))]
         plan = np.asarray(plan, np.int64)
         per_epoch = self.hparams.crops_per_epoch or len(plan)
+        if not 0.0 <= self.hparams.labelled_crop_fraction <= 1.0:
+            raise ValueError(f"labelled_crop_fraction must be in [0, 1], got {self.hparams.labelled_crop_fraction}")
+        labelled = None
+        if self.hparams.labelled_crop_fraction > 0:
+            labelled = np.concatenate([np.stack([np.full(len(v), i), v], 1) for i, scene in enumerate(scenes)
+                                       for v in [np.nonzero(scene.target != IGNORE_INDEX)[0]]]).astype(np.int64)
         dataset = TrainingCrops(scenes, plan, per_epoch, self.hparams.crop_points, self.hparams.seed, self.augment,
-                                self.hparams.num_views, self._pyramid())
+                                self.hparams.num_views, self._pyramid(), labelled,
+                                self.hparams.labelled_crop_fraction)
         return ResumableDataLoader(dataset, batch_size=self.hparams.batch_size, sampler=EpochSampler(per_epoch),
                                    collate_fn=collate_crops, num_workers=self.hparams.num_workers, drop_last=True,
                                    persistent_workers=self.hparams.num_workers > 0)

@@ -74,6 +74,47 @@ def test_training_crops_are_reproducible_and_differ_between_epochs(room_root):
     assert not torch.equal(first, next(iter(loader))["point_index"])
 
 
+def test_labelled_crop_fraction_centres_crops_on_the_few_labels(room_root):
+    root, _ = room_root
+
+    def crops_with_a_label(fraction: float) -> int:
+        datamodule = make_datamodule(root, weak_labels=Count(2), crop_points=256, crops_per_epoch=16,
+                                     labelled_crop_fraction=fraction)
+        datamodule.setup("fit")
+        targets = torch.cat([batch["target"] for batch in datamodule.train_dataloader()])
+        assert targets.shape == (16, 256)
+        return int((targets != IGNORE_INDEX).any(1).sum())
+
+    # two clicks in a ~3,000-voxel room: most coverage crops hold neither of them
+    assert crops_with_a_label(0.0) <= 8
+    assert crops_with_a_label(1.0) == 16
+    with pytest.raises(ValueError, match="labelled_crop_fraction"):
+        make_datamodule(root, labelled_crop_fraction=1.5).train_dataloader()
+
+
+def test_query_points_trains_the_head_at_the_labelled_points_first(room_root):
+    root, _ = room_root
+    task = PointCloudSegmentation(small_sqn(), len(ROOM_CLASSES), query_points=64)
+    target = torch.full((2, 1024), IGNORE_INDEX)
+    target[0, [5, 900]] = 3
+    target[1, 7] = 1
+    torch.manual_seed(0)
+    index = task.query_index(target)
+    assert index.shape == (2, 64) and all(len(set(row.tolist())) == 64 for row in index)
+    assert set(index[0, :2].tolist()) == {5, 900} and index[1, 0] == 7  # labelled points come first
+    assert task.query_index(torch.zeros(1, 10, dtype=torch.long)).shape == (1, 10)  # capped at the crop
+    assert PointCloudSegmentation(small_sqn(), len(ROOM_CLASSES)).query_index(target) is None
+    with pytest.raises(ValueError, match="query_points"):
+        PointCloudSegmentation(small_sqn(), len(ROOM_CLASSES), query_points=0)
+    datamodule = make_datamodule(root, weak_labels=Count(20))
+    trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        limit_val_batches=0)
+    trainer.fit(PointCloudSegmentation(small_sqn(), len(ROOM_CLASSES), query_points=128, rampup_steps=1),
+                datamodule=datamodule)
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert "train/loss_pseudo" in trainer.callback_metrics
+
+
 def test_whole_scene_inference_covers_every_point(room_root):
     root, room = room_root
     datamodule = make_datamodule(root)

@@ -116,15 +116,20 @@ def test_a_tiny_sqn_overfits_two_planes_from_a_few_labelled_points():
     assert (every_point == labels).float().mean() > 0.9
 
 
-def test_precomputed_query_neighbours_give_the_same_logits_as_the_head_search():
-    rng = np.random.default_rng(3)
+def two_clouds_with_query_neighbours(seed: int) -> dict:
+    """A collated batch of two random 256-point clouds whose pyramid precomputes the head's neighbours."""
+    rng = np.random.default_rng(seed)
     clouds = []
     for _ in range(2):
         pyramid = build_pyramid(rng.random((256, 3)).astype(np.float32), num_layers=2, k=8, sub_ratios=(4, 4),
                                 rng=rng, query_k=3)
         pyramid["features"] = rng.random((256, 6)).astype(np.float32)
         clouds.append(pyramid)
-    batch = collate_pyramids(clouds)
+    return collate_pyramids(clouds)
+
+
+def test_precomputed_query_neighbours_give_the_same_logits_as_the_head_search():
+    batch = two_clouds_with_query_neighbours(3)
     assert [tuple(q.shape) for q in batch["query"]] == [(2, 256, 3), (2, 256, 3)]
     torch.manual_seed(0)
     model = SQN(6, 4, encoder_kwargs={"dims": [8, 16], "k": 8}, head_kwargs={"hidden": [16], "k": 3}).eval()
@@ -135,3 +140,22 @@ def test_precomputed_query_neighbours_give_the_same_logits_as_the_head_search():
         shifted = batch["xyz"][0] + 0.0
         assert torch.allclose(model(batch, shifted)["logits"], searched, atol=1e-5)
     assert torch.allclose(precomputed, searched, atol=1e-5)
+
+
+def test_querying_an_index_gives_those_points_logits_from_the_whole_cloud_query():
+    batch = two_clouds_with_query_neighbours(4)
+    torch.manual_seed(0)
+    model = SQN(6, 4, encoder_kwargs={"dims": [8, 16], "k": 8}, head_kwargs={"hidden": [16], "k": 3}).eval()
+    index = torch.tensor([[0, 17, 255, 3], [100, 5, 5, 42]])
+    with torch.no_grad():
+        every = model(batch, batch["xyz"][0])
+        picked = model(batch, query_index=index)
+        searched = model({k: v for k, v in batch.items() if k != "query"}, query_index=index)
+    expected = torch.stack([every["logits"][b, :, index[b]] for b in range(2)])
+    assert picked["logits"].shape == (2, 4, 4) and picked["features"].shape[-1] == 4
+    assert torch.allclose(picked["logits"], expected, atol=1e-5)
+    assert torch.allclose(searched["logits"], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="exactly one"):
+        model(batch)
+    with pytest.raises(DataError, match="query_index"):
+        model(batch, query_index=torch.zeros(3, 4, dtype=torch.long))

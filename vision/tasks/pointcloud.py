@@ -55,6 +55,12 @@ class PointCloudSegmentation(L.LightningModule):
             (Unbiased Teacher's burn-in, Liu et al., ICLR 2021): the second view and the teacher are not
             even run, so these steps cost what a fully supervised step costs, and the teacher (still
             EMA-updated) is not asked for pseudo-labels before it has learnt anything.
+        query_points: points per training crop at which the head is queried and the losses are taken
+            (None = every point). SQN trains its head at the labelled points only; here the labelled
+            points of a crop come first and random unlabelled ones fill up to ``query_points`` for the
+            engine's losses (under full labels: a random subset of the labelled points). The encoder
+            still sees every point. The model must accept ``query_index`` (:class:`~vision.models.
+            pointcloud.SQN` does).
         eval_with_teacher: evaluate and predict with the EMA teacher (when there is one).
         eval_batch_size: crops per forward pass at inference.
         write_predictions: ``predict`` writes ``<prediction_dir>/<scene id>.pred.<ext>`` in the input's
@@ -67,11 +73,14 @@ class PointCloudSegmentation(L.LightningModule):
                  lr: float = 0.01, weight_decay: float = 1e-4, class_weighting: str = "inverse_sqrt",
                  pseudo_label_weight: float = 1.0, pseudo_threshold: float = 0.9, adaptive_threshold: bool = False,
                  consistency_weight: float = 1.0, contrastive_weight: float = 0.1, ema_decay: float = 0.99,
-                 rampup_steps: int = 200, burn_in_steps: int = 0, eval_with_teacher: bool = True,
+                 rampup_steps: int = 200, burn_in_steps: int = 0, query_points: Optional[int] = None,
+                 eval_with_teacher: bool = True,
                  eval_batch_size: int = 4,
                  write_predictions: bool = True, prediction_dir: Optional[str] = None,
                  overwrite_predictions: bool = False) -> None:
         super().__init__()
+        if query_points is not None and query_points < 1:
+            raise ValueError(f"query_points must be >= 1 or None, got {query_points}")
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self.teacher = EMATeacher(model, decay=ema_decay) if pseudo_label_weight > 0 else None
@@ -93,24 +102,40 @@ class PointCloudSegmentation(L.LightningModule):
         weights = class_weights_from_counts(counts, mode=self.hparams.class_weighting)
         self.partial_ce.class_weights = weights.to(self.device)
 
-    def _forward(self, net: nn.Module, batch: dict, view: int) -> dict:
+    def _forward(self, net: nn.Module, batch: dict, view: int, query_index: Optional[torch.Tensor] = None) -> dict:
         inputs = view_batch(batch, view)
+        if query_index is not None:
+            return net(inputs, query_index=query_index)
         return net(inputs, inputs["xyz"][0])
 
+    def query_index(self, target: torch.Tensor) -> Optional[torch.Tensor]:
+        """``(B, M)`` crop points the head is trained at: labelled first, then random unlabelled ones.
+
+        ``target: (B, N)`` with IGNORE_INDEX for unlabelled; ``M = min(query_points, N)``. None when
+        ``query_points`` is None (every point). Draws from torch's seeded generator.
+        """
+        if self.hparams.query_points is None:
+            return None
+        count = min(int(self.hparams.query_points), target.shape[1])
+        # uniform keys in [0, 1), +1 for labelled points: top-k takes every labelled point first
+        keys = torch.rand(target.shape, device=target.device) + (target != IGNORE_INDEX).float()
+        return keys.topk(count, dim=1).indices
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        target = batch["target"]
-        student = self._forward(self.model, batch, 0)
+        query = self.query_index(batch["target"])
+        target = batch["target"] if query is None else batch["target"].gather(1, query)
+        student = self._forward(self.model, batch, 0, query)
         losses = {"ce": self.partial_ce(student["logits"], target)}
         weight = rampup(self.global_step - self.hparams.burn_in_steps, self.hparams.rampup_steps)
         burning_in = self.global_step < self.hparams.burn_in_steps
         two_views = "view1_features" in batch and not burning_in
         if two_views and (self.teacher is not None or self.hparams.consistency_weight > 0):
-            other = self._forward(self.model, batch, 1)
+            other = self._forward(self.model, batch, 1, query)
             if self.hparams.consistency_weight > 0:
                 losses["consistency"] = self.hparams.consistency_weight * weight * self.consistency(
                     other["logits"], student["logits"])
             if self.teacher is not None:
-                teacher_logits = self._forward(self.teacher, batch, 0)["logits"]
+                teacher_logits = self._forward(self.teacher, batch, 0, query)["logits"]
                 losses["pseudo"] = self.hparams.pseudo_label_weight * weight * self.pseudo_label(
                     other["logits"], teacher_logits, valid=target == IGNORE_INDEX)
                 self.log("train/pseudo_mask_ratio", self.pseudo_label.last_mask_ratio, batch_size=target.shape[0])

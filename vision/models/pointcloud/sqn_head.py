@@ -147,7 +147,9 @@ class SQN(nn.Module):
         head_kwargs: extra :class:`SQNQueryHead` arguments (``hidden``, ``k``, ``weighting``, ...).
 
     ``forward(batch, query_xyz: (B, M, 3))`` -> ``{"logits": (B, C, M), "features": (B, D, M)}``; pass
-    ``query_xyz=batch["xyz"][0]`` to label every point of the cloud.
+    ``query_xyz=batch["xyz"][0]`` to label every point of the cloud, or ``query_index: (B, M)`` (int64
+    indices into the cloud's points) to label only those, as SQN does in training: the head then costs
+    ``M / N`` of a whole-cloud query, and the pyramid's precomputed neighbours are reused for them.
     """
 
     def __init__(self, in_channels: int, num_classes: int, encoder_kwargs: Optional[dict] = None,
@@ -156,10 +158,21 @@ class SQN(nn.Module):
         self.encoder = RandLAEncoder(in_channels, **(encoder_kwargs or {}))
         self.head = SQNQueryHead(self.encoder.out_dims, num_classes, **(head_kwargs or {}))
 
-    def forward(self, batch: dict, query_xyz: torch.Tensor) -> dict:
+    def forward(self, batch: dict, query_xyz: Optional[torch.Tensor] = None,
+                query_index: Optional[torch.Tensor] = None) -> dict:
+        if (query_xyz is None) == (query_index is None):
+            raise ValueError("pass exactly one of query_xyz and query_index")
         levels, _ = self.encoder(batch)
         level_xyz = batch["xyz"][1:len(levels) + 1]  # level l's features sit at the (l+1)-th pyramid level
-        # the pyramid's precomputed neighbours hold for the cloud's own points only
-        level_index = batch.get("query") if query_xyz is batch["xyz"][0] else None
+        cloud = batch["xyz"][0]
+        if query_index is not None:
+            if query_index.dim() != 2 or query_index.shape[0] != cloud.shape[0]:
+                raise DataError("<batch>", f"query_index must be (B, M) with B = {cloud.shape[0]}, "
+                                           f"got {tuple(query_index.shape)}")
+            query_xyz = gather_neighbors(cloud, query_index.unsqueeze(-1)).squeeze(2)
+            level_index = ([gather_neighbors(index, query_index.unsqueeze(-1)).squeeze(2) for index in batch["query"]]
+                           if "query" in batch else None)
+        else:  # the pyramid's precomputed neighbours hold for the cloud's own points only
+            level_index = batch.get("query") if query_xyz is cloud else None
         logits, features = self.head(query_xyz.to(level_xyz[0].dtype), level_xyz, levels, level_index)
         return {"logits": logits, "features": features}
