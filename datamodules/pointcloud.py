@@ -156,6 +156,8 @@ class PointCloudDataModule(L.LightningDataModule):
                  query_k: int = 3, on_bad_sample: OnBadSample = "raise", spread_voxels: float = 0.0,
                  spread_color_tolerance: Optional[float] = None, labelled_crop_fraction: float = 0.0) -> None:
         super().__init__()
+        if not 0.0 <= labelled_crop_fraction <= 1.0:
+            raise ValueError(f"labelled_crop_fraction must be in [0, 1], got {labelled_crop_fraction}")
         self.save_hyperparameters(ignore=["augment", "weak_labels", "class_names"])
         self.augment = augment if augment is not None else ViewAugment()
         self.weak_labels = weak_labels
@@ -318,12 +320,10 @@ class PointCloudDataModule(L.LightningDataModule):
                 coverage_plan(scene, self.hparams.crop_points, sample_rng(self.hparams.seed, scene.scene_id))]
         plan = np.asarray(plan, np.int64)
         per_epoch = self.hparams.crops_per_epoch or len(plan)
-        if not 0.0 <= self.hparams.labelled_crop_fraction <= 1.0:
-            raise ValueError(f"labelled_crop_fraction must be in [0, 1], got {self.hparams.labelled_crop_fraction}")
         labelled = None
-        if self.hparams.labelled_crop_fraction > 0:
-            labelled = np.concatenate([np.stack([np.full(len(v), i), v], 1) for i, scene in enumerate(scenes)
-                                       for v in [np.nonzero(scene.target != IGNORE_INDEX)[0]]]).astype(np.int64)
+        if self.hparams.labelled_crop_fraction > 0:  # (scene index, labelled voxel) rows
+            voxels = (np.nonzero(scene.target != IGNORE_INDEX)[0] for scene in scenes)
+            labelled = np.concatenate([np.column_stack([np.full(len(v), i), v]) for i, v in enumerate(voxels)])
         dataset = TrainingCrops(scenes, plan, per_epoch, self.hparams.crop_points, self.hparams.seed, self.augment,
                                 self.hparams.num_views, self._pyramid(), labelled,
                                 self.hparams.labelled_crop_fraction)
