@@ -232,6 +232,27 @@ def test_tables_put_ratios_and_targets_beside_absolute_values():
     assert "1,234 pseudo-labels, precision 0.912" in cloud and "61.4 mIoU" in cloud
 
 
+def test_backend_rows_are_compared_with_their_own_full_row():
+    """mmdet RetinaNet rows divide by mmdet_retinanet-full, torchvision RetinaNet ones by retinanet-full."""
+    rows = [*hand_made_rows(),
+            _made("detection", "mmdet_retinanet-full", {"map_50": 0.70}, method="mmdet_retinanet", labels="full",
+                  fraction=1.0),
+            _made("detection", "mmdet_retinanet-drop50", {"map_50": 0.63}, method="mmdet_retinanet+engine",
+                  labels="drop50", fraction=0.5),
+            _made("detection", "retinanet-full", {"map_50": 0.65}, method="retinanet", labels="full", fraction=1.0,
+                  converged=False),
+            _made("detection", "retinanet-drop50", {"map_50": 0.60}, method="retinanet+engine", labels="drop50",
+                  fraction=0.5)]
+    det = "\n".join(task_table(summarise(rows), "detection"))
+    assert "| mmdet_retinanet-drop50 | mmdet_retinanet+engine | drop50 | 0.630 |" in det
+    assert "| 0.900 (target ≥ 0.95: not met) |" in det  # 0.63 / 0.70, not 0.63 / 0.80 (the FCOS full row)
+    assert "| 0.975 (target ≥ 0.95: met) |" in det  # FCOS drop50 still against FCOS full
+    retina = next(line for line in det.splitlines() if line.startswith("| retinanet-drop50 |"))
+    assert "| n/a |" in retina
+    assert "`retinanet-*` ratios are not shown: the `retinanet-full` run has not converged" in det
+    assert {r.name for r in detection.rows()} >= {"retinanet-full", "retinanet-drop50", "retinanet-drop50-baseline"}
+
+
 def test_plot_rows_share_one_x_per_row_and_keep_points_apart_from_full_labels():
     points = plot_rows(hand_made_rows(), "detection")
     drop50 = [p for p in points if p["method"] == "fcos+engine" and p["labels"] == "drop50"]

@@ -16,8 +16,10 @@ Suites ``detection`` (synthetic scenes, ``configs/detection/fcos-synthetic-*.yam
 
 Engine rows on incomplete boxes also score the run's final pseudo-boxes and mined regions against the
 hidden boxes of 100 training images (:mod:`vision.benchmarks.pseudo_boxes`), in the row's JSON under
-``pseudo_boxes``. The synthetic suite also lists the mmdet RetinaNet rows (:mod:`vision.benchmarks.mmdet_rows`), skipped
-with the reason when mmdet / mmcv's ops do not import. Every row is tested against the FULL boxes of
+``pseudo_boxes``. The synthetic suite also lists torchvision RetinaNet rows (``retinanet-full``, ``retinanet-drop50``,
+``retinanet-drop50-baseline``) and their mmdet RetinaNet counterparts (:mod:`vision.benchmarks.mmdet_rows`),
+skipped with the reason when mmdet / mmcv's ops do not import; the report compares each ``<family>-*`` row
+with its own ``<family>-full``. Every row is tested against the FULL boxes of
 the test split (COCO mAP and AP50, torchmetrics).
 """
 
@@ -71,8 +73,24 @@ def rows(quick: bool = False, dataset: str = "synthetic") -> list[Row]:
               Row(task, "points-baseline", config("points"), [BASELINE, MEAN_SIZE, *extra], (0,),
                   "fcos (mean-size boxes)", "points")]
     if dataset == "synthetic":
-        table += mmdet_rows.rows(quick)
+        table += retinanet_rows(extra) + mmdet_rows.rows(quick)
     return table
+
+
+def retinanet_rows(extra: list[str]) -> list[Row]:
+    """torchvision RetinaNet on the synthetic scenes, the counterpart of each mmdet RetinaNet row.
+
+    ``retinanet-full``, ``retinanet-drop50`` (the engine) and ``retinanet-drop50-baseline``, label seed 0,
+    from ``configs/detection/retinanet-synthetic-{full,drop50}.yaml``: the same detector, schedule and
+    labels as :mod:`vision.benchmarks.mmdet_rows`, so the two backends are compared row by row.
+    """
+    def config(labels: str) -> str:
+        return str(CONFIGS / f"retinanet-synthetic-{labels}.yaml")
+
+    return [Row("detection", "retinanet-full", config("full"), list(extra), (0,), "retinanet", "full"),
+            Row("detection", "retinanet-drop50", config("drop50"), list(extra), (0,), "retinanet+engine", "drop50"),
+            Row("detection", "retinanet-drop50-baseline", config("drop50"), [BASELINE, *extra], (0,), "retinanet",
+                "drop50")]
 
 
 def skip_reason(row: Row) -> Optional[str]:

@@ -2,7 +2,8 @@
 
 Rows of one (task, row) with several label seeds become ``mean ± std``. A sparse/full ratio is
 printed only beside both absolute values and only when the full-label row meets its floor and has
-converged (CONVENTIONS.md); otherwise the table says why not. Tasks without a floor of their own
+converged (CONVENTIONS.md); otherwise the table says why not. A row ``<family>-x`` is compared with
+``<family>-full`` when the table has one (one detector backend against itself), else with ``full``. Tasks without a floor of their own
 (BCCD) show the ratio with that caveat. Under each table: the issue's floors and targets and the
 external reference numbers; beside the JSON files: ``<task>-label-efficiency.png`` per task.
 """
@@ -100,8 +101,17 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def _full_ok(summary: dict, task: str) -> tuple[bool, str]:
-    full = summary.get((task, "full"))
+def reference_row(summary: dict, task: str, name: str) -> str:
+    """The full-label row that ``name`` is compared with: ``<family>-full`` when the table has one (the
+    ``mmdet_retinanet-*`` rows against ``mmdet_retinanet-full``), else the task's ``full``."""
+    family = name.split("-", 1)[0]
+    if "-" in name and (task, f"{family}-full") in summary:
+        return f"{family}-full"
+    return "full"
+
+
+def _full_ok(summary: dict, task: str, reference: str = "full") -> tuple[bool, str]:
+    full = summary.get((task, reference))
     if full is None:
         if task in ABSOLUTE_TARGETS:
             return False, "this task has no full-label row; its rows are compared with the floors below"
@@ -110,20 +120,22 @@ def _full_ok(summary: dict, task: str) -> tuple[bool, str]:
     if floor is None:  # no floor for this dataset: ratios are shown with the caveat under the table
         return True, ""
     convergence = [r.get("converged") for r in full["rows"]]
+    label = "full-label" if reference == "full" else f"`{reference}`"
     if full["mean"] < floor:
-        return False, f"full-label {shown} {full['mean']:.3f} is below its floor {floor}"
+        return False, f"{label} {shown} {full['mean']:.3f} is below its floor {floor}"
     if not all(convergence):
-        return False, "the full-label run has not converged (last 20% of the schedule added >= 1 point)"
+        return False, f"the {label} run has not converged (last 20% of the schedule added >= 1 point)"
     return True, ""
 
 
-def _ratio_cell(summary: dict, task: str, name: str, ok: bool) -> str:
-    if name == "full":
+def _ratio_cell(summary: dict, task: str, name: str) -> str:
+    reference = reference_row(summary, task, name)
+    if name == reference or name.endswith("-full"):
         return "—"
-    if not ok:
+    if not _full_ok(summary, task, reference)[0]:
         return "n/a"
-    ratio = summary[(task, name)]["mean"] / summary[(task, "full")]["mean"]
-    target = RATIO_TARGETS.get(task, {}).get(name)
+    ratio = summary[(task, name)]["mean"] / summary[(task, reference)]["mean"]
+    target = RATIO_TARGETS.get(task, {}).get(name.split("-", 1)[1] if reference != "full" else name)
     if target is None:
         return f"{ratio:.3f}"
     return f"{ratio:.3f} (target ≥ {target:.2f}: {'met' if ratio >= target else 'not met'})"
@@ -192,7 +204,7 @@ def task_table(summary: dict, task: str) -> list[str]:
         conv = {True: "yes", False: "no", None: "?"}[first.get("converged")] if first.get("method") != "knn" else "—"
         lines.append(f"| {name} | {first.get('method', '')} | {first.get('labels', '')} | {value} | "
                      f"{_counts(first.get('label_budget', {}))} | {','.join(map(str, entry['seeds']))} | "
-                     f"{_ratio_cell(summary, task, name, ok)} | {conv} | {_notes(task, name, entry)} |")
+                     f"{_ratio_cell(summary, task, name)} | {conv} | {_notes(task, name, entry)} |")
     if not ok:
         lines.append(f"\nRatios are not shown: {why}.")
     elif FLOORS[task][1] is None and (task, "full") in summary:
@@ -201,6 +213,11 @@ def task_table(summary: dict, task: str) -> list[str]:
             full["rows"][0].get("converged")]
         lines.append(f"\nNo floor for this task: ratios are for information (full-label {shown} "
                      f"{full['mean']:.3f}; the full-label run {conv}).")
+    for (row_task, name) in sorted(summary):  # the other full-label references (``<family>-full``)
+        if row_task == task and name.endswith("-full"):
+            family_ok, family_why = _full_ok(summary, task, name)
+            if not family_ok:
+                lines.append(f"\n`{name.split('-', 1)[0]}-*` ratios are not shown: {family_why}.")
     lines += ["", *REFERENCES.get(task, [])]
     lines.append("\nCommands (each row's JSON in `docs/benchmarks/` holds its exact command and wall time):\n")
     for (row_task, name), entry in sorted(summary.items(), key=lambda item: item[0][1]):
