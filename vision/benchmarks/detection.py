@@ -62,7 +62,7 @@ def rows(quick: bool = False, dataset: str = "synthetic") -> list[Row]:
     headline = (0,) if quick else (0, 1, 2)
 
     def config(labels: str) -> str:
-        return str(CONFIGS / f"fcos-{dataset}-{labels}.yaml")
+        return config_path("fcos", dataset, labels)
 
     table = [Row(task, "full", config("full"), list(extra), (0,), "fcos", "full")]
     for labels in ("drop50", "keep1"):
@@ -77,6 +77,11 @@ def rows(quick: bool = False, dataset: str = "synthetic") -> list[Row]:
     return table
 
 
+def config_path(detector: str, dataset: str, labels: str) -> str:
+    """``configs/detection/<detector>-<dataset>-<labels>.yaml``."""
+    return str(CONFIGS / f"{detector}-{dataset}-{labels}.yaml")
+
+
 def retinanet_rows(extra: list[str]) -> list[Row]:
     """torchvision RetinaNet on the synthetic scenes, the counterpart of each mmdet RetinaNet row.
 
@@ -85,7 +90,7 @@ def retinanet_rows(extra: list[str]) -> list[Row]:
     labels as :mod:`vision.benchmarks.mmdet_rows`, so the two backends are compared row by row.
     """
     def config(labels: str) -> str:
-        return str(CONFIGS / f"retinanet-synthetic-{labels}.yaml")
+        return config_path("retinanet", "synthetic", labels)
 
     return [Row("detection", "retinanet-full", config("full"), list(extra), (0,), "retinanet", "full"),
             Row("detection", "retinanet-drop50", config("drop50"), list(extra), (0,), "retinanet+engine", "drop50"),

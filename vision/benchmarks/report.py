@@ -3,9 +3,9 @@
 Rows of one (task, row) with several label seeds become ``mean ± std``. A sparse/full ratio is
 printed only beside both absolute values and only when the full-label row meets its floor and has
 converged (CONVENTIONS.md); otherwise the table says why not. A row ``<family>-x`` is compared with
-``<family>-full`` when the table has one (one detector backend against itself), else with ``full``. Tasks without a floor of their own
-(BCCD) show the ratio with that caveat. Under each table: the issue's floors and targets and the
-external reference numbers; beside the JSON files: ``<task>-label-efficiency.png`` per task.
+``<family>-full`` when the table has one (one detector backend against itself), else with ``full``.
+Tasks without a floor of their own (BCCD) show the ratio with that caveat. Under each table: the
+issue's floors and targets and the external reference numbers; beside the JSON files: ``<task>-label-efficiency.png`` per task.
 """
 
 from __future__ import annotations
@@ -101,11 +101,17 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def _family(name: str) -> tuple[str, str]:
+    """``"mmdet_retinanet-drop50"`` -> ``("mmdet_retinanet", "drop50")``; a name without ``-``: ``("", name)``."""
+    family, _, rest = name.partition("-")
+    return (family, rest) if rest else ("", name)
+
+
 def reference_row(summary: dict, task: str, name: str) -> str:
     """The full-label row that ``name`` is compared with: ``<family>-full`` when the table has one (the
     ``mmdet_retinanet-*`` rows against ``mmdet_retinanet-full``), else the task's ``full``."""
-    family = name.split("-", 1)[0]
-    if "-" in name and (task, f"{family}-full") in summary:
+    family = _family(name)[0]
+    if family and (task, f"{family}-full") in summary:
         return f"{family}-full"
     return "full"
 
@@ -135,7 +141,7 @@ def _ratio_cell(summary: dict, task: str, name: str) -> str:
     if not _full_ok(summary, task, reference)[0]:
         return "n/a"
     ratio = summary[(task, name)]["mean"] / summary[(task, reference)]["mean"]
-    target = RATIO_TARGETS.get(task, {}).get(name.split("-", 1)[1] if reference != "full" else name)
+    target = RATIO_TARGETS.get(task, {}).get(_family(name)[1] if reference != "full" else name)
     if target is None:
         return f"{ratio:.3f}"
     return f"{ratio:.3f} (target ≥ {target:.2f}: {'met' if ratio >= target else 'not met'})"
@@ -217,7 +223,7 @@ def task_table(summary: dict, task: str) -> list[str]:
         if row_task == task and name.endswith("-full"):
             family_ok, family_why = _full_ok(summary, task, name)
             if not family_ok:
-                lines.append(f"\n`{name.split('-', 1)[0]}-*` ratios are not shown: {family_why}.")
+                lines.append(f"\n`{_family(name)[0]}-*` ratios are not shown: {family_why}.")
     lines += ["", *REFERENCES.get(task, [])]
     lines.append("\nCommands (each row's JSON in `docs/benchmarks/` holds its exact command and wall time):\n")
     for (row_task, name), entry in sorted(summary.items(), key=lambda item: item[0][1]):
