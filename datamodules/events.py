@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Optional
 
 import lightning as L
+import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.bad_samples import BadSamples, OnBadSample
@@ -249,6 +251,20 @@ class EventSegmentationDataModule(L.LightningDataModule):
         if self.weak is not None:
             labelled = int(self.weak.counts()["total"])
         return {"labelled": labelled, "total": total, "fraction": labelled / max(total, 1)}
+
+    def class_counts(self) -> torch.Tensor:
+        """``(C,)`` float labelled training pixels per class: the weak labels' counts, or every labelled
+        pixel of the stored full labels under full supervision."""
+        counts = torch.zeros(self.num_classes)
+        weak = self.weak if self.weak is not None else self.weak_label_set()
+        if weak is not None:
+            for class_id, n in weak.counts()["per_class"].items():
+                counts[int(class_id)] += n
+            return counts
+        for _, full in self.full_labels("train"):
+            labelled = torch.as_tensor(full.semantic[full.semantic != IGNORE_INDEX].astype(np.int64))
+            counts += torch.bincount(labelled, minlength=self.num_classes)[:self.num_classes].float()
+        return counts
 
     # ---------------------------------------------------------------- loaders
     def dataset(self, split: str) -> EventFrames:

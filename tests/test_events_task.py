@@ -152,6 +152,33 @@ def test_point_ce_only_is_the_partial_cross_entropy_of_both_students(datamodule)
     assert not torch.equal(model.model.body[0].weight, model.student_b.body[0].weight)
 
 
+def test_class_counts_are_the_weak_points_or_every_stored_label_pixel(datamodule, tmp_path):
+    # PerClass(k=1): one point per present class per frame; 2 sequences x 3 frames, all 3 classes present
+    assert datamodule.class_counts().tolist() == [6.0, 6.0, 6.0]
+    dense = EventSegmentationDataModule(data_root=str(tmp_path / "data"), num_classes=NUM_CLASSES, window_us=10_000)
+    stored = np.stack([read_label_png(p) for p in sorted((tmp_path / "data" / "train").glob("seq_*/labels/*.png"))])
+    assert dense.class_counts().tolist() == np.bincount(stored.ravel(), minlength=NUM_CLASSES).tolist()
+
+
+def test_class_weighting_weights_the_point_ce_by_inverse_frequency(datamodule, tmp_path):
+    dense = EventSegmentationDataModule(data_root=str(tmp_path / "data"), num_classes=NUM_CLASSES, window_us=10_000,
+                                        batch_size=2)
+    dense.setup("fit")
+    model = task(class_weighting="inverse_sqrt", cross_pseudo_weight=0.0, distillation_weight=0.0,
+                 contrastive_weight=0.0)
+    trainer(max_steps=1).fit(model, datamodule=dense)
+    counts = dense.class_counts()
+    expected = counts.rsqrt() / counts.rsqrt().mean()
+    assert torch.allclose(model.point_ce.class_weights, expected)
+    assert model.point_ce.class_weights[0] < model.point_ce.class_weights[1]  # background is the most frequent
+    # balanced point labels: equal weights
+    model = task(class_weighting="inverse")
+    trainer(max_steps=1).fit(model, datamodule=datamodule)
+    assert model.point_ce.class_weights.tolist() == [1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="class_weighting must be one of"):
+        task(class_weighting="balanced")
+
+
 def test_contrastive_pixels_are_the_human_points_plus_a_capped_sample_of_confident_predictions():
     model = task(contrastive_pixels=2)
     features = torch.arange(12.0).view(1, 2, 2, 3)  # pixel (r, c) has feature (3r + c, 6 + 3r + c)

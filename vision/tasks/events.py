@@ -36,7 +36,7 @@ from vision.atomic import OutputExistsError
 from vision.engine.dual_student import DualStudent, reinitialised_copy
 from vision.engine.schedules import rampup, warmup_cosine
 from vision.labels.types import IGNORE_INDEX
-from vision.losses.partial_cross_entropy import PartialCrossEntropy
+from vision.losses.partial_cross_entropy import PartialCrossEntropy, class_weights_from_counts
 from vision.losses.prototype_contrastive import PrototypeContrastiveLoss
 from vision.metrics.segmentation import SegmentationScores
 from vision.models.events.heads import ProjectionHead
@@ -45,6 +45,9 @@ from vision.tasks.events_losses import (
     contrastive_labels,
     restricted_prediction,
 )
+
+#: ``class_weighting`` values (:func:`class_weights_from_counts` modes).
+CLASS_WEIGHTINGS = ("none", "inverse", "inverse_sqrt")
 
 
 class EventSegmentation(L.LightningModule):
@@ -73,6 +76,11 @@ class EventSegmentation(L.LightningModule):
         rampup_steps: steps over which the unsupervised weights ramp up from 0, counted from the end of
             the burn-in: weight ``rampup(global_step - burn_in_steps, rampup_steps)``.
         lr, weight_decay: AdamW; cosine schedule over the run.
+        class_weighting: per-class weights of the cross-entropy terms (point CE and cross pseudo-labels) from
+            the labelled training pixels' class counts (:meth:`~datamodules.events.EventSegmentationDataModule.class_counts`):
+            ``none`` (default), ``inverse`` or ``inverse_sqrt`` frequency (:func:`class_weights_from_counts`).
+            Matters for dense labels, where road and sky outnumber poles and signs by orders of magnitude;
+            1 point per class per frame is balanced by construction.
         write_predictions: ``predict`` writes PNG masks to ``<sequence>/<prediction_folder>/`` (refusing
             to replace an existing, non-empty folder unless ``overwrite_predictions``).
     """
@@ -83,11 +91,14 @@ class EventSegmentation(L.LightningModule):
                  contrastive_weight: float = 0.1, queue_size: int = 200, contrastive_confidence: float = 0.7,
                  temperature: float = 0.1, contrastive_pixels: int = 4096, prototype_exchange: bool = True,
                  projection_hidden: int = 128, distillation_weight: float = 0.1, burn_in_steps: int = 0,
-                 rampup_steps: int = 200, lr: float = 2e-3, weight_decay: float = 1e-4, write_predictions: bool = True,
+                 rampup_steps: int = 200, lr: float = 2e-3, weight_decay: float = 1e-4,
+                 class_weighting: str = "none", write_predictions: bool = True,
                  prediction_folder: str = "predictions", overwrite_predictions: bool = False) -> None:
         super().__init__()
         if burn_in_steps < 0:
             raise ValueError(f"burn_in_steps must be >= 0, got {burn_in_steps}")
+        if class_weighting not in CLASS_WEIGHTINGS:
+            raise ValueError(f"class_weighting must be one of {', '.join(CLASS_WEIGHTINGS)}, got {class_weighting!r}")
         self.save_hyperparameters(ignore=["model"])
         feature_dim = getattr(model, "feature_dim", None)
         if not isinstance(feature_dim, int) or feature_dim < 1:
@@ -115,6 +126,16 @@ class EventSegmentation(L.LightningModule):
         if data_classes != self.hparams.num_classes:
             raise ValueError(f"the data has {data_classes} classes but the task was built for "
                              f"{self.hparams.num_classes} (model.init_args.num_classes)")
+
+    def on_fit_start(self) -> None:
+        if self.hparams.class_weighting == "none":
+            return
+        class_counts = getattr(self.trainer.datamodule, "class_counts", None)
+        if class_counts is None:
+            raise ValueError(f"class_weighting={self.hparams.class_weighting!r} needs a datamodule with "
+                             "class_counts() (e.g. EventSegmentationDataModule)")
+        weights = class_weights_from_counts(class_counts(), mode=self.hparams.class_weighting)
+        self.point_ce.class_weights = weights.to(self.device)
 
     def forward(self, voxel: Tensor) -> dict[str, Tensor]:
         """Student A: ``voxel (B, T, H, W)`` -> ``{"logits": (B, C, H, W), "features": (B, D, H, W)}``."""
