@@ -101,6 +101,25 @@ def test_calibrated_thresholds_take_a_from_scratch_teachers_confident_boxes():
     assert task.merge_calibration.thresholds().tolist() == pytest.approx([0.9, 0.5])
 
 
+def test_the_teacher_detects_and_mines_in_one_pass_with_the_same_targets_as_two():
+    images, labelled, labels = [torch.rand(3, 64, 64) for _ in range(2)], [torch.tensor([[4.0, 4.0, 24.0, 24.0]])] * 2, \
+        [torch.tensor([1])] * 2
+    results = []
+    for one_pass in (True, False):
+        task = DetectionTask(tiny_detector(), num_classes=2, thresholds="fixed", merge_score=0.0, mining_score=0.0,
+                             burn_in_steps=0, consistency_weight=0)
+        passes = []
+        task.teacher.model.model.backbone.register_forward_hook(lambda *args, passes=passes: passes.append(1))
+        if not one_pass:
+            task._teacher_pass = lambda images, complete: (None, None)
+        torch.manual_seed(0)
+        losses = task._detector_losses(images, None, labelled, labels, [False, True])
+        results.append((len(passes), task.last_mined, task.last_pseudo, {k: v.item() for k, v in losses.items()}))
+    (one_pass_count, mined, pseudo, losses), (two_pass_count, *expected) = results
+    assert (one_pass_count, two_pass_count) == (1, 2)  # only the incomplete image goes to the teacher, once
+    assert mined > 0 and [mined, pseudo, losses] == expected
+
+
 @pytest.mark.slow
 def test_short_training_run_detects_big_shapes_and_writes_coco_results(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEVISION_CACHE", str(tmp_path / "cache"))

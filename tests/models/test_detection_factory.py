@@ -52,6 +52,26 @@ def test_candidates_for_every_arch_are_scored_boxes(arch):
     assert bool((scores > 0).all()) and bool((scores < 1).all())
 
 
+@pytest.mark.parametrize("arch", ["fcos", "retinanet", "fasterrcnn"])
+def test_detections_and_candidates_from_one_pass_equal_the_two_calls(arch):
+    detector = tiny(arch, score_thresh=0.0) if arch != "fasterrcnn" else tiny(arch, box_score_thresh=0.0)
+    images = [IMAGES[0], torch.rand(3, 64, 96, generator=torch.Generator().manual_seed(3))]
+    passes = []
+    detector.model.backbone.register_forward_hook(lambda *args: passes.append(1))
+    detections, candidates = detector.train().detect_with_candidates(images, max_candidates=30)
+    assert detector.training  # modes restored
+    assert len(passes) == (2 if arch == "fasterrcnn" else 1)  # Faster R-CNN has no one-pass path
+    expected_detections = detector.eval()(images)
+    expected_candidates = detector.objectness_candidates(images, max_candidates=30)
+    assert sum(len(d["boxes"]) for d in detections) > 0
+    for got, expected in zip(detections, expected_detections):
+        assert set(got) == {"boxes", "scores", "labels"}
+        for key in got:
+            assert torch.equal(got[key], expected[key])
+    for (boxes, scores), (expected_boxes, expected_scores) in zip(candidates, expected_candidates):
+        assert torch.equal(boxes, expected_boxes) and torch.equal(scores, expected_scores)
+
+
 def test_weights_file_round_trip(tmp_path):
     detector = tiny("fcos").eval()
     path = tmp_path / "fcos.pt"

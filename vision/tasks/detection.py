@@ -153,7 +153,8 @@ class DetectionTask(L.LightningModule):
         return float(self.mining_calibration.threshold_for())
 
     def mine_ignore_boxes(self, images: list[Tensor], labelled: list[Tensor], complete: list[bool],
-                          human: Optional[list[Tensor]] = None) -> list[Tensor]:
+                          human: Optional[list[Tensor]] = None,
+                          candidates: Optional[list[tuple[Tensor, Tensor]]] = None) -> list[Tensor]:
         """Per image ``(J, 4)`` pseudo-positives to ignore: confident candidates far from every ``labelled`` box.
 
         Complete images get none (their unlabelled regions are background). ``human`` (default
@@ -163,7 +164,8 @@ class DetectionTask(L.LightningModule):
         todo = [i for i, done in enumerate(complete) if not done]
         if not todo:
             return out
-        candidates = self._candidate_net().objectness_candidates([images[i] for i in todo])
+        if candidates is None:
+            candidates = self._candidate_net().objectness_candidates([images[i] for i in todo])
         if self.mining_calibration is not None:
             human = labelled if human is None else human
             self.mining_calibration.update([(b, s, None) for b, s in candidates],
@@ -175,15 +177,18 @@ class DetectionTask(L.LightningModule):
         return out
 
     def teacher_pseudo_boxes(self, images: list[Tensor], labelled: list[Tensor], complete: list[bool],
-                             labels: Optional[list[Tensor]] = None) -> list[tuple[Tensor, Tensor]]:
+                             labels: Optional[list[Tensor]] = None,
+                             detected: Optional[list[dict[str, Tensor]]] = None) -> list[tuple[Tensor, Tensor]]:
         """Per image ``(boxes (P, 4), labels (P,))``: teacher detections above ``merge_score`` (or its calibrated
         per-class value, measured on ``labelled`` with their ``labels``) that overlap no labelled box
-        (IoU < ``merge_iou``); none for complete images."""
+        (IoU < ``merge_iou``); none for complete images. ``detected``: the teacher's detections of the
+        incomplete images, when already computed (:meth:`_teacher_pass`)."""
         out = [(_empty_boxes(b), torch.zeros(0, dtype=torch.int64, device=b.device)) for b in labelled]
         todo = [i for i, done in enumerate(complete) if not done]
         if not todo or self.teacher is None:
             return out
-        detected = self.teacher([images[j] for j in todo])
+        if detected is None:
+            detected = self.teacher([images[j] for j in todo])
         if self.merge_calibration is not None and labels is not None:
             self.merge_calibration.update([(d["boxes"], d["scores"], d["labels"]) for d in detected],
                                           [(labelled[i], labels[i]) for i in todo])
@@ -198,6 +203,16 @@ class DetectionTask(L.LightningModule):
             out[i] = (detections["boxes"][keep].detach(), detections["labels"][keep].long())
         return out
 
+    def _teacher_pass(self, images: list[Tensor], complete: list[bool]):
+        """``(detections, candidates)`` of the teacher on the incomplete images from one network pass, when
+        both are needed and the detector offers ``detect_with_candidates``; else ``(None, None)`` (each is
+        then computed on its own)."""
+        todo = [images[i] for i, done in enumerate(complete) if not done]
+        one_pass = getattr(self.teacher.model, "detect_with_candidates", None) if self.teacher is not None else None
+        if not todo or not self.hparams.mining or one_pass is None:
+            return None, None
+        return one_pass(todo)
+
     def _detector_losses(self, images: list[Tensor], strong: Optional[list[Tensor]], boxes: list[Tensor],
                          labels: list[Tensor], complete: list[bool]) -> dict[str, Tensor]:
         """Weak-view loss with mined ignores (+ pseudo-boxes) and, when active, the strong-view loss."""
@@ -206,10 +221,11 @@ class DetectionTask(L.LightningModule):
         pseudo = [(_empty_boxes(b), labels[i][:0]) for i, b in enumerate(boxes)]
         ignore = [_empty_boxes(b) for b in boxes]
         if active:
-            pseudo = self.teacher_pseudo_boxes(images, boxes, complete, labels)
+            detected, candidates = self._teacher_pass(images, complete)
+            pseudo = self.teacher_pseudo_boxes(images, boxes, complete, labels, detected)
             if self.hparams.mining:
                 ignore = self.mine_ignore_boxes(images, [torch.cat([b, p]) for b, (p, _) in zip(boxes, pseudo)],
-                                                complete, human=boxes)
+                                                complete, human=boxes, candidates=candidates)
         merged = [{"boxes": torch.cat([b, p]), "labels": torch.cat([lab, pl]), "ignore_boxes": ig}
                   for b, lab, (p, pl), ig in zip(boxes, labels, pseudo, ignore)]
         two_views = active and strong is not None and self.hparams.consistency_weight > 0

@@ -13,6 +13,7 @@ images is unstable: its statistics come from a handful of images).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections import OrderedDict
@@ -238,17 +239,41 @@ class Detector(nn.Module):
         most ``max_candidates``. Runs in eval mode without gradients and restores every module's mode.
         """
         self._check_images(images)
+        with self._evaluating():
+            candidates = self.model.objectness_candidates(list(images), topk=pre_nms_topk)
+        return _select_candidates(candidates, max_candidates, nms_iou)
+
+    def detect_with_candidates(self, images: list[Tensor], max_candidates: int = 100, pre_nms_topk: int = 1000,
+                               nms_iou: Optional[float] = 0.5) -> tuple[list[dict[str, Tensor]], list[tuple[Tensor, Tensor]]]:
+        """``(detections, candidates)``: what eval-mode :meth:`forward` and :meth:`objectness_candidates` return,
+        from one backbone + head pass where the model allows it (FCOS, RetinaNet; Faster R-CNN runs twice).
+
+        The engine's teacher needs both on the same images every step; one pass saves a third of its
+        forward cost. Runs in eval mode without gradients and restores every module's mode.
+        """
+        self._check_images(images)
+        one_pass = getattr(self.model, "detect_with_candidates", None)
+        with self._evaluating():
+            if one_pass is None:
+                detections = self.model(list(images))
+                candidates = self.model.objectness_candidates(list(images), topk=pre_nms_topk)
+            else:
+                detections, candidates = one_pass(list(images), topk=pre_nms_topk)
+        detections = [{"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"] - self.label_offset}
+                      for d in detections]
+        return detections, _select_candidates(candidates, max_candidates, nms_iou)
+
+    @contextlib.contextmanager
+    def _evaluating(self):
+        """Eval mode and no gradients inside; every module's own mode restored after."""
         modes = [(module, module.training) for module in self.modules()]
         self.eval()
         try:
             with torch.no_grad():
-                candidates = self.model.objectness_candidates(list(images), topk=pre_nms_topk)
+                yield
         finally:
             for module, mode in modes:
                 module.training = mode
-        if nms_iou is not None:
-            candidates = [(b[keep], s[keep]) for b, s in candidates for keep in [nms(b, s, nms_iou)]]
-        return [(b[:max_candidates], s[:max_candidates]) for b, s in candidates]
 
     def add_pseudo_positive_ignores(self, images: list[Tensor], targets: list[dict[str, Tensor]],
                                     mining: Optional[PseudoPositiveMining] = None) -> list[dict[str, Tensor]]:
@@ -266,6 +291,14 @@ class Detector(nn.Module):
             ignore = mined if previous is None else torch.cat([previous.to(mined), mined])
             out.append({**target, IGNORE_KEY: ignore})
         return out
+
+
+def _select_candidates(candidates: list[tuple[Tensor, Tensor]], max_candidates: int,
+                       nms_iou: Optional[float]) -> list[tuple[Tensor, Tensor]]:
+    """Class-agnostic NMS at ``nms_iou`` (None: none), then at most ``max_candidates`` per image."""
+    if nms_iou is not None:
+        candidates = [(b[keep], s[keep]) for b, s in candidates for keep in [nms(b, s, nms_iou)]]
+    return [(b[:max_candidates], s[:max_candidates]) for b, s in candidates]
 
 
 def build_detector(arch: str, num_classes: int, backbone: str = "resnet18", min_size: int = 192,

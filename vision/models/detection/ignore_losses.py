@@ -18,7 +18,8 @@ proposals they cover are dropped from the classification loss (never turned into
 Without ignore boxes every loss equals torchvision's exactly (the stock code path runs).
 ``last_ignored_negatives`` counts the background anchors/locations/proposals turned to ignore in the
 last loss call, so a training step can check that mined pseudo-positives left the negatives.
-Each model also gives ``objectness_candidates(images, topk)``: class-agnostic scored boxes for mining.
+Each model also gives ``objectness_candidates(images, topk)``: class-agnostic scored boxes for mining;
+FCOS and RetinaNet also ``detect_with_candidates(images, topk)``: those and the detections from one pass.
 """
 
 from __future__ import annotations
@@ -100,7 +101,45 @@ class _CandidatesMixin:
         return _rescale_candidates(boxes_out, scores_out, image_list.image_sizes, original_sizes)
 
 
-class IgnoreAwareRetinaNet(_CandidatesMixin, RetinaNet):
+class _OneStageCandidatesMixin(_CandidatesMixin):
+    """Candidates and detections of FCOS / RetinaNet from ONE backbone + head pass.
+
+    The detection task's engine needs both from its teacher on the same images each step (detections to
+    merge as pseudo-boxes, class-agnostic candidates to mine); torchvision's ``forward`` gives only the
+    detections, so two calls would run the network twice. Subclasses give ``_objectness(head_outputs)``
+    ``(N, HWA)`` and ``_decode(regression, anchors)``.
+    """
+
+    @torch.no_grad()
+    def objectness_candidates(self, images: list[Tensor], topk: int = 1000) -> list[tuple[Tensor, Tensor]]:
+        """Per image ``(boxes (M, 4), scores (M,))``: the ``topk`` best by :meth:`_objectness`."""
+        return self._one_pass(images, topk, detect=False)[1]
+
+    @torch.no_grad()
+    def detect_with_candidates(self, images: list[Tensor], topk: int = 1000):
+        """``(detections, candidates)``: eval-mode ``forward(images)`` and ``objectness_candidates(images,
+        topk)``, the same values as the two calls (the model must be in eval mode), from one pass."""
+        return self._one_pass(images, topk, detect=True)
+
+    def _one_pass(self, images: list[Tensor], topk: int, detect: bool):
+        image_list, features, original_sizes = self._features(images)
+        head_outputs = self.head(features)
+        anchors = self.anchor_generator(image_list, features)
+        candidates = self._top_candidates(self._objectness(head_outputs), head_outputs["bbox_regression"],
+                                          anchors, image_list, original_sizes, topk, self._decode)
+        if not detect:
+            return None, candidates
+        # The rest of torchvision's eval-mode forward (FCOS / RetinaNet): split per level, postprocess.
+        locations = [f.shape[-2] * f.shape[-1] for f in features]
+        per_location = head_outputs["cls_logits"].shape[1] // sum(locations)  # RetinaNet's A anchors; FCOS 1
+        sizes = [n * per_location for n in locations]
+        split_outputs = {k: list(v.split(sizes, dim=1)) for k, v in head_outputs.items()}
+        split_anchors = [list(a.split(sizes)) for a in anchors]
+        detections = self.postprocess_detections(split_outputs, split_anchors, image_list.image_sizes)
+        return self.transform.postprocess(detections, image_list.image_sizes, original_sizes), candidates
+
+
+class IgnoreAwareRetinaNet(_OneStageCandidatesMixin, RetinaNet):
     """torchvision ``RetinaNet`` whose ``compute_loss`` honours ``targets[i]["ignore_boxes"]``."""
 
     def __init__(self, *args, **kwargs) -> None:
@@ -126,15 +165,13 @@ class IgnoreAwareRetinaNet(_CandidatesMixin, RetinaNet):
         self.last_ignored_negatives = ignored
         return self.head.compute_loss(targets, head_outputs, anchors, matched_idxs)
 
-    @torch.no_grad()
-    def objectness_candidates(self, images: list[Tensor], topk: int = 1000) -> list[tuple[Tensor, Tensor]]:
-        """Per image ``(boxes (M, 4), scores (M,))``: the ``topk`` anchors by max class probability."""
-        image_list, features, original_sizes = self._features(images)
-        head_outputs = self.head(features)
-        anchors = self.anchor_generator(image_list, features)
-        scores = torch.sigmoid(head_outputs["cls_logits"]).max(dim=-1).values  # (N, HWA)
-        return self._top_candidates(scores, head_outputs["bbox_regression"], anchors, image_list, original_sizes,
-                                    topk, self.box_coder.decode_single)
+    @staticmethod
+    def _objectness(head_outputs: dict[str, Tensor]) -> Tensor:
+        """``(N, HWA)`` max class probability per anchor."""
+        return torch.sigmoid(head_outputs["cls_logits"]).max(dim=-1).values
+
+    def _decode(self, regression: Tensor, anchors: Tensor) -> Tensor:
+        return self.box_coder.decode_single(regression, anchors)
 
 
 class IgnoreAwareFCOSHead(FCOSHead):
@@ -175,7 +212,7 @@ class IgnoreAwareFCOSHead(FCOSHead):
         return loss / max(1, num_foreground)
 
 
-class IgnoreAwareFCOS(_CandidatesMixin, FCOS):
+class IgnoreAwareFCOS(_OneStageCandidatesMixin, FCOS):
     """torchvision ``FCOS`` whose losses honour ``targets[i]["ignore_boxes"]``."""
 
     def __init__(self, *args, **kwargs) -> None:
@@ -188,17 +225,14 @@ class IgnoreAwareFCOS(_CandidatesMixin, FCOS):
     def last_ignored_negatives(self) -> int:
         return int(getattr(self.head, "last_ignored_negatives", 0))
 
-    @torch.no_grad()
-    def objectness_candidates(self, images: list[Tensor], topk: int = 1000) -> list[tuple[Tensor, Tensor]]:
-        """Per image ``(boxes (M, 4), scores (M,))``: the ``topk`` locations by
-        ``max_c sqrt(sigmoid(cls_c) * sigmoid(centerness))`` (FCOS's own detection score)."""
-        image_list, features, original_sizes = self._features(images)
-        head_outputs = self.head(features)
-        anchors = self.anchor_generator(image_list, features)
-        scores = torch.sqrt(torch.sigmoid(head_outputs["cls_logits"]).max(dim=-1).values
-                            * torch.sigmoid(head_outputs["bbox_ctrness"][..., 0]))  # (N, HWA)
-        return self._top_candidates(scores, head_outputs["bbox_regression"], anchors, image_list, original_sizes,
-                                    topk, self.box_coder.decode)
+    @staticmethod
+    def _objectness(head_outputs: dict[str, Tensor]) -> Tensor:
+        """``(N, HWA)`` ``max_c sqrt(sigmoid(cls_c) * sigmoid(centerness))`` (FCOS's own detection score)."""
+        return torch.sqrt(torch.sigmoid(head_outputs["cls_logits"]).max(dim=-1).values
+                          * torch.sigmoid(head_outputs["bbox_ctrness"][..., 0]))
+
+    def _decode(self, regression: Tensor, anchors: Tensor) -> Tensor:
+        return self.box_coder.decode(regression, anchors)
 
 
 class IgnoreAwareRPN(RegionProposalNetwork):
