@@ -136,6 +136,12 @@ def test_detections_and_candidates_are_in_input_pixels_with_zero_based_labels():
     assert float(boxes[:, 0::2].max()) <= 90 and float(boxes[:, 1::2].max()) <= 60
     assert bool((scores[:-1] >= scores[1:]).all()) and 0 < float(scores.min()) <= float(scores.max()) < 1
 
+    # the engine's teacher asks for both at once: for mmdet that is the same two calls
+    (both_found,), ((both_boxes, both_scores),) = model.detect_with_candidates([image(60, 90)], max_candidates=7)
+    assert model.training
+    assert torch.equal(both_found["boxes"], found["boxes"]) and torch.equal(both_found["labels"], found["labels"])
+    assert torch.equal(both_boxes, boxes) and torch.equal(both_scores, scores)
+
 
 def test_detection_task_mines_with_the_mmdet_teacher_and_the_loss_ignores_what_it_mined():
     task = DetectionTask(detector("retinanet"), num_classes=2, mining_score=0.0, burn_in_steps=0,

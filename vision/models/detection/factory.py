@@ -253,12 +253,12 @@ class Detector(nn.Module):
         """
         self._check_images(images)
         one_pass = getattr(self.model, "detect_with_candidates", None)
+        if one_pass is None:  # the two public calls, which a backend (e.g. MMDetDetector) may override
+            with self._evaluating():
+                detections = self(images)
+            return detections, self.objectness_candidates(images, max_candidates, pre_nms_topk, nms_iou)
         with self._evaluating():
-            if one_pass is None:
-                detections = self.model(list(images))
-                candidates = self.model.objectness_candidates(list(images), topk=pre_nms_topk)
-            else:
-                detections, candidates = one_pass(list(images), topk=pre_nms_topk)
+            detections, candidates = one_pass(list(images), topk=pre_nms_topk)
         detections = [{"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"] - self.label_offset}
                       for d in detections]
         return detections, _select_candidates(candidates, max_candidates, nms_iou)
