@@ -73,6 +73,10 @@ def zero_with_graph(*tensors: Tensor) -> Tensor:
     return sum(t.sum() * 0.0 for t in tensors)
 
 
+#: The ``mode`` values of :func:`class_weights_from_counts` (the tasks' ``class_weighting`` option).
+CLASS_WEIGHTING_MODES = ("inverse", "inverse_sqrt", "none")
+
+
 def class_weights_from_counts(
     counts: Union[Sequence[float], Tensor],
     mode: Literal["inverse", "inverse_sqrt", "none"] = "inverse",
@@ -97,7 +101,7 @@ def class_weights_from_counts(
     counts_t = torch.as_tensor(counts, dtype=torch.float64).reshape(-1)
     if counts_t.numel() == 0 or not bool(torch.isfinite(counts_t).all()) or bool((counts_t < 0).any()):
         raise DataError("class_weights_from_counts", f"counts must be finite and >= 0, got {counts_t.tolist()}")
-    if mode not in ("inverse", "inverse_sqrt", "none"):
+    if mode not in CLASS_WEIGHTING_MODES:
         raise DataError("class_weights_from_counts", f"unknown mode {mode!r} (inverse, inverse_sqrt, none)")
     present = counts_t > 0
     weights = torch.ones_like(counts_t)

@@ -36,7 +36,11 @@ from vision.atomic import OutputExistsError
 from vision.engine.dual_student import DualStudent, reinitialised_copy
 from vision.engine.schedules import rampup, warmup_cosine
 from vision.labels.types import IGNORE_INDEX
-from vision.losses.partial_cross_entropy import PartialCrossEntropy, class_weights_from_counts
+from vision.losses.partial_cross_entropy import (
+    CLASS_WEIGHTING_MODES,
+    PartialCrossEntropy,
+    class_weights_from_counts,
+)
 from vision.losses.prototype_contrastive import PrototypeContrastiveLoss
 from vision.metrics.segmentation import SegmentationScores
 from vision.models.events.heads import ProjectionHead
@@ -45,9 +49,6 @@ from vision.tasks.events_losses import (
     contrastive_labels,
     restricted_prediction,
 )
-
-#: ``class_weighting`` values (:func:`class_weights_from_counts` modes).
-CLASS_WEIGHTINGS = ("none", "inverse", "inverse_sqrt")
 
 
 class EventSegmentation(L.LightningModule):
@@ -97,8 +98,9 @@ class EventSegmentation(L.LightningModule):
         super().__init__()
         if burn_in_steps < 0:
             raise ValueError(f"burn_in_steps must be >= 0, got {burn_in_steps}")
-        if class_weighting not in CLASS_WEIGHTINGS:
-            raise ValueError(f"class_weighting must be one of {', '.join(CLASS_WEIGHTINGS)}, got {class_weighting!r}")
+        if class_weighting not in CLASS_WEIGHTING_MODES:
+            raise ValueError(f"class_weighting must be one of {', '.join(CLASS_WEIGHTING_MODES)}, "
+                             f"got {class_weighting!r}")
         self.save_hyperparameters(ignore=["model"])
         feature_dim = getattr(model, "feature_dim", None)
         if not isinstance(feature_dim, int) or feature_dim < 1:

@@ -226,7 +226,10 @@ class Detector(nn.Module):
         self._check_images(images)
         if self.training:
             return self.model(list(images), self._model_targets(targets, len(images)))
-        detections = self.model(list(images))
+        return self._zero_based(self.model(list(images)))
+
+    def _zero_based(self, detections: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+        """The inner model's eval-mode detections with our 0-based class ids."""
         return [{"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"] - self.label_offset}
                 for d in detections]
 
@@ -259,9 +262,7 @@ class Detector(nn.Module):
             return detections, self.objectness_candidates(images, max_candidates, pre_nms_topk, nms_iou)
         with self._evaluating():
             detections, candidates = one_pass(list(images), topk=pre_nms_topk)
-        detections = [{"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"] - self.label_offset}
-                      for d in detections]
-        return detections, _select_candidates(candidates, max_candidates, nms_iou)
+        return self._zero_based(detections), _select_candidates(candidates, max_candidates, nms_iou)
 
     @contextlib.contextmanager
     def _evaluating(self):
